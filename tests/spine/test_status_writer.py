@@ -1,0 +1,91 @@
+"""Account status writes are coalesced: at most one per second, later fields win, none lost."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from wadaemon.actors.status_writer import AccountStatusWriter, fold_patch
+from wadaemon.domain import AccountDoc, HistorySyncResult
+from wadaemon.store.contract import StoreUnavailable
+from wadaemon.store.runner import StoreRunner
+
+
+class RecordingStore:
+    backend = "fake"
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[float, AccountDoc]] = []
+        self.fail_next = 0
+        self.clock_now: Any = None
+
+    def update_account(self, account_id: str, patch: AccountDoc) -> None:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise StoreUnavailable("down")
+        self.writes.append((self.clock_now(), patch))
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+def test_fold_patch_later_non_none_fields_win() -> None:
+    a = AccountDoc(state="connected", history_sync_count=1)
+    b = AccountDoc(history_sync_count=2, last_history_sync_result=HistorySyncResult(saved=5))
+    folded = fold_patch(a, b)
+    assert folded.state == "connected"
+    assert folded.history_sync_count == 2
+    assert folded.last_history_sync_result == HistorySyncResult(saved=5)
+
+
+async def test_many_posts_become_few_writes(autojump_clock: trio.testing.MockClock) -> None:
+    store = RecordingStore()
+    store.clock_now = lambda: trio.from_thread.run_sync(trio.current_time)
+    writer = AccountStatusWriter("a", StoreRunner(store))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for i in range(1, 301):
+            writer.post(AccountDoc(history_sync_count=i))
+            await trio.sleep(0.01)  # simulated time: 300 posts over 3 s
+        await trio.sleep(2)
+        nursery.cancel_scope.cancel()
+    times = [t for t, _ in store.writes]
+    assert 2 <= len(times) <= 5
+    assert all(b - a >= 1.0 for a, b in itertools.pairwise(times))
+    assert store.writes[-1][1].history_sync_count == 300
+
+
+async def test_a_failed_write_is_retried_with_newer_fields(autojump_clock: trio.testing.MockClock) -> None:
+    store = RecordingStore()
+    store.clock_now = lambda: trio.from_thread.run_sync(trio.current_time)
+    store.fail_next = 1
+    writer = AccountStatusWriter("a", StoreRunner(store))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        writer.post(AccountDoc(state="connected"))
+        await trio.sleep(0.5)
+        writer.post(AccountDoc(history_sync_count=7))
+        await trio.sleep(3)
+        nursery.cancel_scope.cancel()
+    assert len(store.writes) == 1
+    written = store.writes[0][1]
+    assert written.state == "connected" and written.history_sync_count == 7
+
+
+async def test_shutdown_flushes_the_last_patch(autojump_clock: trio.testing.MockClock) -> None:
+    store = RecordingStore()
+    store.clock_now = lambda: trio.from_thread.run_sync(trio.current_time)
+    writer = AccountStatusWriter("a", StoreRunner(store))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        writer.post(AccountDoc(state="connected"))
+        await trio.sleep(0.1)
+        writer.post(AccountDoc(state="disconnected"))
+        nursery.cancel_scope.cancel()
+    assert [w.state for _, w in store.writes] == ["connected", "disconnected"]

@@ -1,0 +1,1 @@
+"""wadaemon: keeps every WhatsApp conversation of linked accounts durably in a database."""

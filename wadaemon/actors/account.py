@@ -1,0 +1,151 @@
+"""One account's actor subtree.
+
+::
+
+    account:{id}            one_for_one
+    ├── status-writer       coalesced accounts/{id} writes
+    ├── pipeline            one_for_all: a crash anywhere replays the journal from the start
+    │   ├── dispatcher      journal -> translate -> resolve identity -> work
+    │   ├── history         history-sync chunks, 500 writes per batch
+    │   ├── realtime        group-committed live messages, coalesced thread summaries
+    │   └── updates         receipts, edits, revokes, reactions (kept until their message lands)
+    └── socket              the WhatsApp transport, delivering into the journal
+
+The journal, identity map and status writer belong to the subtree and survive pipeline
+restarts; the socket is started last, so nothing is handed over before the pipeline can drain.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import trio
+
+from supervisors import ChildSpec, Supervisor
+from wadaemon.actors.context import AccountContext
+from wadaemon.actors.dispatcher import run_dispatcher
+from wadaemon.actors.history import run_history_ingester
+from wadaemon.actors.realtime import run_realtime_writer
+from wadaemon.actors.status_writer import AccountStatusWriter
+from wadaemon.actors.updates import run_update_applier
+from wadaemon.actors.work import EntryLedger
+from wadaemon.config import Settings
+from wadaemon.identity import IdentityResolver
+from wadaemon.journal import Journal, JournalReader
+from wadaemon.status import DaemonStatus
+from wadaemon.store.runner import StoreRunner
+from wadaemon.whatsapp.capture import CaptureWriter
+from wadaemon.whatsapp.transport import RawEvent, Transport
+
+log = logging.getLogger("wadaemon.account")
+
+JOURNAL_MAX_BACKLOG = 20_000
+
+
+class JournalSink:
+    """What the transport delivers into: the capture file (when configured), then the journal.
+    ``deliver`` returns once the event is durable; a full journal blocks it (backpressure)."""
+
+    def __init__(self, journal: Journal, capture: CaptureWriter | None) -> None:
+        self._journal = journal
+        self._capture = capture
+
+    def deliver(self, event: RawEvent) -> None:
+        if self._capture is not None:
+            self._capture.write(event)
+        self._journal.append(event)
+
+
+class AccountRuntime:
+    """The long-lived parts of one account, and the supervisor tree that runs its actors."""
+
+    def __init__(
+        self,
+        account_id: str,
+        *,
+        settings: Settings,
+        runner: StoreRunner,
+        board: DaemonStatus,
+        transport: Transport,
+        journal_dir: Path,
+    ) -> None:
+        self.account_id = account_id
+        self.transport = transport
+        journal_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(journal_dir / f"{account_id}.sqlite", max_backlog=JOURNAL_MAX_BACKLOG)
+        self.reader = JournalReader(self.journal)
+        capture = (CaptureWriter(settings.capture_dir / f"{account_id}.jsonl")
+                   if settings.capture_dir is not None else None)
+        self.sink = JournalSink(self.journal, capture)
+        status = board.account(account_id)
+        status_writer = AccountStatusWriter(account_id, runner)
+        self.ctx = AccountContext(
+            account_id=account_id,
+            settings=settings,
+            runner=runner,
+            reader=self.reader,
+            identity=IdentityResolver(lookup=transport.resolve_lid),
+            status=status,
+            status_writer=status_writer,
+            ledger=EntryLedger(self.reader.mark_done, on_progress=self._progressed),
+        )
+        self._progress = trio.Event()
+        self.supervisor = Supervisor(
+            f"account:{account_id}",
+            [
+                ChildSpec("status-writer", status_writer.run),
+                ChildSpec("pipeline", self._pipeline().run),
+                ChildSpec("socket", self._run_socket),
+            ],
+            strategy="one_for_one",
+        )
+
+    def _pipeline(self) -> Supervisor:
+        ctx = self.ctx
+
+        async def dispatcher(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await run_dispatcher(ctx, task_status=task_status)
+
+        async def history(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await run_history_ingester(ctx, task_status=task_status)
+
+        async def realtime(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await run_realtime_writer(ctx, task_status=task_status)
+
+        async def updates(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await run_update_applier(ctx, task_status=task_status)
+
+        return Supervisor(
+            "pipeline",
+            [ChildSpec("history", history), ChildSpec("realtime", realtime),
+             ChildSpec("updates", updates), ChildSpec("dispatcher", dispatcher)],
+            strategy="one_for_all",
+            on_start=ctx.open_channels,
+        )
+
+    async def _run_socket(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await trio.to_thread.run_sync(self.transport.start, self.sink)
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.transport.stop)
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def drained(self) -> bool:
+        """Nothing is left in the journal but updates waiting for a message that has not
+        arrived (those stay journaled until it does, or until they expire)."""
+        return self.journal.backlog() <= self.ctx.status.pending_entries
+
+    async def wait_drained(self) -> None:
+        """Until ``drained()``; woken by the ledger, never by polling."""
+        while not self.drained():
+            await self._progress.wait()
+
+    def close(self) -> None:
+        self.journal.close()

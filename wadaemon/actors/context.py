@@ -1,0 +1,50 @@
+"""Everything one account's actors share, built once per account subtree.
+
+The journal, identity map and status writer outlive pipeline restarts (they are created by the
+account subtree, not by the actors), while the channels are recreated on each pipeline start so
+that a crashed pipeline does not leave half-consumed items behind: the journal replays them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+from wadaemon.actors.status_writer import AccountStatusWriter
+from wadaemon.actors.work import EntryLedger, HistoryWork, RealtimeItem, UpdateItem
+from wadaemon.config import Settings
+from wadaemon.identity import IdentityResolver
+from wadaemon.journal import JournalReader
+from wadaemon.status import AccountStatus
+from wadaemon.store.runner import StoreRunner
+
+CHANNEL_DEPTH = 1000
+
+
+@dataclass
+class AccountContext:
+    account_id: str
+    settings: Settings
+    runner: StoreRunner
+    reader: JournalReader
+    identity: IdentityResolver
+    status: AccountStatus
+    status_writer: AccountStatusWriter
+    ledger: EntryLedger
+    history_send: trio.MemorySendChannel[HistoryWork] = field(init=False)
+    history_recv: trio.MemoryReceiveChannel[HistoryWork] = field(init=False)
+    realtime_send: trio.MemorySendChannel[RealtimeItem] = field(init=False)
+    realtime_recv: trio.MemoryReceiveChannel[RealtimeItem] = field(init=False)
+    updates_send: trio.MemorySendChannel[UpdateItem] = field(init=False)
+    updates_recv: trio.MemoryReceiveChannel[UpdateItem] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.open_channels()
+
+    def open_channels(self) -> None:
+        """Fresh channels for a (re)started pipeline. History chunks are large: depth 2 keeps
+        memory bounded by about one chunk being written plus one being resolved."""
+        self.history_send, self.history_recv = trio.open_memory_channel[HistoryWork](2)
+        self.realtime_send, self.realtime_recv = trio.open_memory_channel[RealtimeItem](CHANNEL_DEPTH)
+        self.updates_send, self.updates_recv = trio.open_memory_channel[UpdateItem](CHANNEL_DEPTH)

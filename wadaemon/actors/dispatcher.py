@@ -1,0 +1,145 @@
+"""The dispatcher: journal entries in, resolved work out, in journal order.
+
+It is the only actor that translates and resolves identity, so LID mappings are learned in the
+order WhatsApp sent them and every writer downstream sees canonical JIDs only. Events that need
+no write (connection changes, rejects) settle their entry at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+
+from wadaemon.actors.context import AccountContext
+from wadaemon.actors.work import (
+    HistoryWork,
+    MergeWork,
+    MessageWork,
+    UpdateWork,
+)
+from wadaemon.domain import (
+    AccountDoc,
+    ConnectionEvent,
+    EditEvent,
+    HistoryChunkEvent,
+    MessageEvent,
+    MessageMutation,
+    OfflineSyncEvent,
+    PairingEvent,
+    ReactionEvent,
+    ReceiptEvent,
+    ReceiptUpdate,
+    RejectedEvent,
+    RevokeEvent,
+    WhatsAppEvent,
+    thread_id_for,
+)
+from wadaemon.records import message_doc
+from wadaemon.whatsapp.translate import translate
+
+log = logging.getLogger("wadaemon.dispatch")
+
+BATCH_ENTRIES = 500
+
+
+async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    ctx.reader.rewind()
+    ctx.ledger.reset()
+    task_status.started()
+    while True:
+        entries = await ctx.reader.next_batch(BATCH_ENTRIES)
+        for entry in entries:
+            events = translate(ctx.account_id, entry.raw)
+            work = [item for event in events for item in _resolve(ctx, entry.seq, entry.received_ms, event)]
+            ctx.ledger.expect(entry.seq, len(work))
+            if not work:
+                await ctx.ledger.settle([entry.seq])
+            for item in work:
+                if isinstance(item, HistoryWork):
+                    await ctx.history_send.send(item)
+                elif isinstance(item, MessageWork | MergeWork):
+                    await ctx.realtime_send.send(item)
+                else:
+                    await ctx.updates_send.send(item)
+        ctx.status.journal_backlog = ctx.reader.backlog()
+
+
+def _resolve(
+    ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEvent
+) -> list[HistoryWork | MessageWork | MergeWork | UpdateWork]:
+    identity = ctx.identity
+    if isinstance(event, MessageEvent):
+        merges = identity.learn_address(event.chat) + identity.learn_address(event.sender)
+        client_jid = identity.canonical(event.chat.jid)
+        if client_jid == "status@broadcast":
+            return []
+        doc = message_doc(event, client_jid=client_jid, sender_jid=identity.canonical(event.sender.jid), synced_ms=None)
+        identity.note_thread(client_jid)
+        return [*(MergeWork(seq, m) for m in merges), MessageWork(seq, doc)]
+    if isinstance(event, HistoryChunkEvent):
+        return _resolve_history(ctx, seq, event)
+    if isinstance(event, ReceiptEvent):
+        thread_id = thread_id_for(ctx.account_id, identity.canonical_chat(event.chat))
+        receipts = [ReceiptUpdate(thread_id, mid, event.kind, event.ts_ms) for mid in event.message_ids]
+        return [UpdateWork(seq, receipts=receipts, received_ms=received_ms)]
+    if isinstance(event, EditEvent | RevokeEvent | ReactionEvent):
+        thread_id = thread_id_for(ctx.account_id, identity.canonical_chat(event.chat))
+        return [UpdateWork(seq, mutations=[_mutation(thread_id, event)], received_ms=received_ms)]
+    if isinstance(event, ConnectionEvent):
+        ctx.status.state = event.state
+        if event.phone_jid:
+            ctx.status.phone_jid = event.phone_jid
+        ctx.status_writer.post(AccountDoc(state=event.state, phone_jid=event.phone_jid or None))
+        log.info("[connection] accountId=%s state=%s reason=%s", ctx.account_id, event.state, event.reason)
+    elif isinstance(event, OfflineSyncEvent):
+        log.info("[connection] accountId=%s offlineSync completed=%s messages=%d",
+                 ctx.account_id, event.completed, event.messages)
+    elif isinstance(event, PairingEvent):
+        if event.paired_jid:
+            ctx.status_writer.post(AccountDoc(phone_jid=event.paired_jid))
+        if event.error:
+            log.warning("[pairing] accountId=%s error=%s", ctx.account_id, event.error)
+    elif isinstance(event, RejectedEvent):
+        ctx.status.rejected += 1
+        log.warning("[ingest] accountId=%s rejected event=%s seq=%d reason=%s",
+                    ctx.account_id, event.event_name, seq, event.reason)
+    return []
+
+
+def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) -> list[HistoryWork | MessageWork | MergeWork | UpdateWork]:
+    identity = ctx.identity
+    merges = identity.learn(event.lid_mappings)
+    docs = []
+    names: dict[str, str] = {}
+    groups: set[str] = set()
+    skipped = 0
+    synced_ms = int(time.time() * 1000)
+    for conversation in event.conversations:
+        merges += identity.learn_address(conversation.chat)
+        client_jid = identity.canonical(conversation.chat.jid)
+        if client_jid == "status@broadcast":
+            skipped += len(conversation.messages)
+            continue
+        identity.note_thread(client_jid)
+        if conversation.name:
+            names[client_jid] = conversation.name
+        if conversation.is_group:
+            groups.add(client_jid)
+        for message in conversation.messages:
+            merges += identity.learn_address(message.sender)
+            docs.append(message_doc(message, client_jid=client_jid,
+                                    sender_jid=identity.canonical(message.sender.jid), synced_ms=synced_ms))
+    history = HistoryWork(seq, event.sync_type, event.chunk_order, event.progress, docs, names, groups, skipped)
+    return [*(MergeWork(seq, m) for m in merges), history]
+
+
+def _mutation(thread_id: str, event: EditEvent | RevokeEvent | ReactionEvent) -> MessageMutation:
+    if isinstance(event, EditEvent):
+        return MessageMutation(thread_id=thread_id, message_id=event.target_id, kind="edit",
+                               ts_ms=event.ts_ms, body=event.new_body)
+    if isinstance(event, RevokeEvent):
+        return MessageMutation(thread_id=thread_id, message_id=event.target_id, kind="revoke", ts_ms=event.ts_ms)
+    return MessageMutation(thread_id=thread_id, message_id=event.target_id, kind="reaction",
+                           ts_ms=event.ts_ms, reactor_jid=event.sender_jid, emoji=event.emoji)

@@ -1,0 +1,74 @@
+"""The history ingester: one history-sync chunk at a time, in batches of at most 500 writes.
+
+A chunk is written, its threads' summaries advanced once (ordered by the messages' own
+timestamps, never by arrival), progress posted, and only then is its journal entry settled: a
+crash mid-chunk replays the whole chunk, and idempotent writes make the replay free.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+
+import trio
+
+from wadaemon.actors.context import AccountContext
+from wadaemon.actors.retry import retry_store
+from wadaemon.actors.work import Committed, HistoryWork
+from wadaemon.domain import AccountDoc, HistorySyncResult, ms_to_datetime
+from wadaemon.records import summarise
+
+log = logging.getLogger("wadaemon.history")
+
+WRITE_BATCH = 500
+
+
+async def run_history_ingester(ctx: AccountContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    task_status.started()
+    async for work in ctx.history_recv:
+        await ingest_chunk(ctx, work)
+
+
+async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
+    store = ctx.runner.store
+    progress = ctx.status.history
+    dry_run = ctx.settings.history_sync_dry_run
+    started = time.monotonic()
+    saved = 0
+    unchanged = work.skipped
+    if not dry_run:
+        for start in range(0, len(work.docs), WRITE_BATCH):
+            batch = work.docs[start:start + WRITE_BATCH]
+            result = await retry_store(ctx, "history-sync", partial(ctx.runner.write, ctx.account_id, store.upsert_messages, batch))
+            saved += result.written
+            unchanged += result.unchanged
+        summaries = summarise(work.docs, names=work.names, groups=work.groups)
+        if summaries:
+            await retry_store(ctx, "history-sync", lambda: ctx.runner.write(ctx.account_id, store.advance_threads, summaries))
+    else:
+        saved = len(work.docs)
+    progress.chunks += 1
+    progress.last_sync_type = work.sync_type
+    progress.last_chunk_order = work.chunk_order
+    progress.progress = work.progress
+    progress.saved += saved
+    progress.skipped += unchanged
+    progress.total += len(work.docs) + work.skipped
+    now_ms = int(time.time() * 1000)
+    ctx.status_writer.post(AccountDoc(
+        last_history_sync_at=ms_to_datetime(now_ms),
+        history_sync_count=progress.chunks,
+        last_history_sync_result=HistorySyncResult(
+            saved=progress.saved, skipped=progress.skipped, errors=progress.errors,
+            total=progress.total, dry_run=dry_run,
+        ),
+    ))
+    log.info(
+        "[history-sync] accountId=%s type=%s chunk=%d progress=%d conversations=%d messages=%d saved=%d skipped=%d dryRun=%s durationMs=%d",
+        ctx.account_id, work.sync_type, work.chunk_order, work.progress, len(work.names) or len({d.client_jid for d in work.docs}),
+        len(work.docs), saved, unchanged, dry_run, int((time.monotonic() - started) * 1000),
+    )
+    if not dry_run:
+        await ctx.updates_send.send(Committed({(d.thread_id, d.id) for d in work.docs}))
+    await ctx.ledger.settle([work.seq])

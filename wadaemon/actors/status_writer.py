@@ -1,0 +1,68 @@
+"""Coalesced writes of ``accounts/{accountId}`` status fields (SPEC §1 hot-document rule).
+
+Actors ``post`` patches as often as they like; the writer folds them (later non-None fields
+win) and writes at most once per ``min_interval_s``. A failed write keeps the folded patch and
+tries again at the next interval; on shutdown the last patch is flushed, bounded in time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+import trio
+
+from wadaemon.domain import AccountDoc
+from wadaemon.store.runner import StoreRunner
+
+log = logging.getLogger("wadaemon.status")
+
+FINAL_FLUSH_TIMEOUT_S = 10.0
+
+
+def fold_patch(base: AccountDoc | None, patch: AccountDoc) -> AccountDoc:
+    """``patch``'s non-None fields over ``base``."""
+    if base is None:
+        return patch
+    changes = {f: v for f in patch.__struct_fields__ if (v := getattr(patch, f)) is not None}
+    return msgspec.structs.replace(base, **changes)
+
+
+class AccountStatusWriter:
+    def __init__(self, account_id: str, runner: StoreRunner, *, min_interval_s: float = 1.0) -> None:
+        self.account_id = account_id
+        self._runner = runner
+        self._min_interval_s = min_interval_s
+        self._pending: AccountDoc | None = None
+        self._wakeup = trio.Event()
+        self.writes = 0
+
+    def post(self, patch: AccountDoc) -> None:
+        """Queue a patch; never blocks, never fails."""
+        self._pending = fold_patch(self._pending, patch)
+        self._wakeup.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                await self._flush()
+                await trio.sleep(self._min_interval_s)  # the rate limit itself, not synchronisation
+        finally:
+            with trio.move_on_after(FINAL_FLUSH_TIMEOUT_S) as scope:
+                scope.shield = True
+                await self._flush()
+
+    async def _flush(self) -> None:
+        patch, self._pending = self._pending, None
+        if patch is None:
+            return
+        try:
+            await self._runner.write(self.account_id, self._runner.store.update_account, self.account_id, patch)
+            self.writes += 1
+        except Exception as exc:  # the store contract raises StoreError; keep the patch either way
+            self._pending = fold_patch(patch, self._pending) if self._pending else patch
+            self._wakeup.set()
+            log.warning("[status] accountId=%s status write failed: %s", self.account_id, exc)

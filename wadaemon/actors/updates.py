@@ -1,0 +1,143 @@
+"""The update applier: receipts (monotonic status) and edits / revokes / reactions.
+
+A receipt or mutation may reach us before the message it targets (WhatsApp delivers receipts
+for messages still in history sync, and a reaction can overtake its message on reconnect).
+Those are kept, with their journal entry left unsettled so a crash cannot lose them, and
+retried when a writer reports the target committed. Targets that never arrive are given up
+after ``PENDING_TTL_MS`` (counted, logged), so the journal's bound is not eaten by receipts
+for messages from before this device was linked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+
+import trio
+
+from wadaemon.actors.context import AccountContext
+from wadaemon.actors.retry import retry_store
+from wadaemon.actors.work import Committed, UpdateWork
+from wadaemon.domain import MessageMutation, ReceiptUpdate
+
+log = logging.getLogger("wadaemon.updates")
+
+PENDING_TTL_MS = 60 * 60 * 1000
+MAX_BATCH = 500
+
+Key = tuple[str, str]
+
+
+class _Pending:
+    """Updates waiting for their message, indexed by (threadId, messageId)."""
+
+    def __init__(self) -> None:
+        self.receipts: dict[Key, list[ReceiptUpdate]] = defaultdict(list)
+        self.mutations: dict[Key, list[MessageMutation]] = defaultdict(list)
+        # journal entry -> (keys still waiting, received time)
+        self.entries: dict[int, tuple[set[Key], int]] = {}
+
+    def size(self) -> tuple[int, int]:
+        return sum(map(len, self.receipts.values())), sum(map(len, self.mutations.values()))
+
+
+async def run_update_applier(ctx: AccountContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    pending = _Pending()
+    task_status.started()
+    while True:
+        items = [await ctx.updates_recv.receive()]
+        while len(items) < MAX_BATCH:
+            try:
+                items.append(ctx.updates_recv.receive_nowait())
+            except trio.WouldBlock:
+                break
+        work = [item for item in items if isinstance(item, UpdateWork)]
+        committed: set[Key] = set()
+        for item in items:
+            if isinstance(item, Committed):
+                committed |= item.keys
+        if work:
+            await _apply_new(ctx, pending, work)
+        if committed:
+            await _retry_pending(ctx, pending, committed)
+        await _expire(ctx, pending)
+        ctx.status.pending_receipts, ctx.status.pending_mutations = pending.size()
+        ctx.status.pending_entries = len(pending.entries)
+        ctx.ledger.notify()
+
+
+async def _apply_new(ctx: AccountContext, pending: _Pending, work: list[UpdateWork]) -> None:
+    receipts = [r for w in work for r in w.receipts]
+    mutations = [m for w in work for m in w.mutations]
+    missing_receipts, missing_mutations = await _apply(ctx, receipts, mutations)
+    missing_keys = {(r.thread_id, r.message_id) for r in missing_receipts} | {
+        (m.thread_id, m.message_id) for m in missing_mutations}
+    for r in missing_receipts:
+        pending.receipts[(r.thread_id, r.message_id)].append(r)
+    for m in missing_mutations:
+        pending.mutations[(m.thread_id, m.message_id)].append(m)
+    settled = []
+    for w in work:
+        keys = {(r.thread_id, r.message_id) for r in w.receipts} | {(m.thread_id, m.message_id) for m in w.mutations}
+        waiting = keys & missing_keys
+        if waiting:
+            pending.entries[w.seq] = (waiting, w.received_ms or int(time.time() * 1000))
+        else:
+            settled.append(w.seq)
+    await ctx.ledger.settle(settled)
+
+
+async def _retry_pending(ctx: AccountContext, pending: _Pending, committed: set[Key]) -> None:
+    ready = committed & (pending.receipts.keys() | pending.mutations.keys())
+    if not ready:
+        return
+    receipts = [r for key in ready for r in pending.receipts.pop(key, [])]
+    mutations = [m for key in ready for m in pending.mutations.pop(key, [])]
+    missing_receipts, missing_mutations = await _apply(ctx, receipts, mutations)
+    for r in missing_receipts:  # committed but not readable yet: keep waiting
+        pending.receipts[(r.thread_id, r.message_id)].append(r)
+    for m in missing_mutations:
+        pending.mutations[(m.thread_id, m.message_id)].append(m)
+    still = {(r.thread_id, r.message_id) for r in missing_receipts} | {
+        (m.thread_id, m.message_id) for m in missing_mutations}
+    await _release_keys(ctx, pending, ready - still)
+
+
+async def _expire(ctx: AccountContext, pending: _Pending) -> None:
+    cutoff = int(time.time() * 1000) - PENDING_TTL_MS
+    stale = [seq for seq, (_, received) in pending.entries.items() if received < cutoff]
+    if not stale:
+        return
+    keys = set().union(*(pending.entries[seq][0] for seq in stale))
+    for key in keys:
+        pending.receipts.pop(key, None)
+        pending.mutations.pop(key, None)
+    log.warning("[receipts] accountId=%s gave up on %d updates whose message never arrived",
+                ctx.account_id, len(keys))
+    await _release_keys(ctx, pending, keys)
+
+
+async def _release_keys(ctx: AccountContext, pending: _Pending, keys: set[Key]) -> None:
+    settled = []
+    for seq, (waiting, _received) in list(pending.entries.items()):
+        waiting -= keys
+        if not waiting:
+            del pending.entries[seq]
+            settled.append(seq)
+    await ctx.ledger.settle(settled)
+
+
+async def _apply(
+    ctx: AccountContext, receipts: list[ReceiptUpdate], mutations: list[MessageMutation]
+) -> tuple[list[ReceiptUpdate], list[MessageMutation]]:
+    store = ctx.runner.store
+    missing_receipts: list[ReceiptUpdate] = []
+    missing_mutations: list[MessageMutation] = []
+    if receipts:
+        missing_receipts = await retry_store(ctx, "receipts", lambda: ctx.runner.write(
+            ctx.account_id, store.apply_receipts, receipts))
+    if mutations:
+        missing_mutations = await retry_store(ctx, "realtime", lambda: ctx.runner.write(
+            ctx.account_id, store.apply_mutations, mutations))
+    return missing_receipts, missing_mutations

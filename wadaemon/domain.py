@@ -1,0 +1,421 @@
+"""Domain events and documents: the one definition of everything wadaemon moves or stores.
+
+Two families live here, both msgspec Structs:
+
+* **Events** are what the WhatsApp adapter emits after translating neonize's protobufs at the
+  edge. Actors speak only these; no neonize type crosses into the rest of the daemon. JIDs in
+  events are already *normalised* (device suffix stripped) but not yet *canonical*: resolving a
+  LID to a phone-number JID is the identity resolver's job (``wadaemon.identity``), because the
+  mapping may be learned only later.
+* **Documents** mirror SPEC §1 field for field (``rename="camel"`` gives the exact Firestore
+  field names the Flutter inbox reads). Store adapters persist them; nothing else knows whether
+  they end up in Firestore or SQLite.
+
+Times inside the daemon are integer epoch milliseconds (``*_ms``); documents carry both the
+timestamp and the ms field because the schema does (queries order on the ms field).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+MessageType = Literal[
+    "text",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "location",
+    "contact",
+    "reaction",
+    "poll",
+    "other",
+]
+Direction = Literal["inbound", "outbound"]
+MessageStatus = Literal["queued", "sent", "delivered", "read", "played", "failed"]
+ReceiptKind = Literal["delivered", "read", "played"]
+SyncSource = Literal[
+    "history_sync",
+    "history_sync_immediate",
+    "realtime",
+    "backfill",
+    "recent_sync",
+    "outbound",
+]
+ConnectionState = Literal["pairing", "connecting", "connected", "disconnected", "logged_out"]
+
+#: Outbound status order (SPEC §3.3). ``failed`` sits outside the order: it is only ever set on
+#: a message we queued ourselves and whose send failed, and a later receipt still wins.
+STATUS_RANK: dict[str, int] = {
+    "failed": 0,
+    "queued": 1,
+    "sent": 2,
+    "delivered": 3,
+    "read": 4,
+    "played": 5,
+}
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """Epoch milliseconds to an aware UTC datetime (Firestore stores timestamps at ms precision)."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def datetime_to_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+# --------------------------------------------------------------------------------------------
+# Events: WhatsApp adapter -> actors
+# --------------------------------------------------------------------------------------------
+
+
+class ChatAddress(msgspec.Struct, frozen=True):
+    """A chat as the event addressed it, plus the other form of the same JID when the event
+    carried it (``SenderAlt`` / ``RecipientAlt`` / history ``pnJID``)."""
+
+    jid: str
+    alt_jid: str = ""
+
+
+class Media(msgspec.Struct, frozen=True):
+    type: str
+    mimetype: str = ""
+    filename: str = ""
+    url: str = ""
+
+
+class LidMapping(msgspec.Struct, frozen=True):
+    lid: str
+    pn: str
+
+
+class MessageEvent(msgspec.Struct, frozen=True, tag="message"):
+    """A message, from realtime delivery, history sync or an on-demand backfill answer."""
+
+    account_id: str
+    message_id: str
+    chat: ChatAddress
+    sender: ChatAddress
+    sender_name: str
+    from_me: bool
+    is_group: bool
+    ts_ms: int
+    message_type: MessageType
+    body: str
+    source: SyncSource
+    media: Media | None = None
+    quoted_message_id: str = ""
+    chat_name: str = ""
+
+
+class EditEvent(msgspec.Struct, frozen=True, tag="edit"):
+    account_id: str
+    chat: ChatAddress
+    target_id: str
+    new_body: str
+    ts_ms: int
+
+
+class RevokeEvent(msgspec.Struct, frozen=True, tag="revoke"):
+    account_id: str
+    chat: ChatAddress
+    target_id: str
+    ts_ms: int
+
+
+class ReactionEvent(msgspec.Struct, frozen=True, tag="reaction"):
+    """``emoji == ""`` removes the sender's reaction."""
+
+    account_id: str
+    chat: ChatAddress
+    target_id: str
+    sender_jid: str
+    emoji: str
+    ts_ms: int
+
+
+class ReceiptEvent(msgspec.Struct, frozen=True, tag="receipt"):
+    account_id: str
+    chat: ChatAddress
+    message_ids: tuple[str, ...]
+    kind: ReceiptKind
+    ts_ms: int
+
+
+class HistoryConversation(msgspec.Struct, frozen=True):
+    chat: ChatAddress
+    name: str
+    is_group: bool
+    messages: tuple[MessageEvent, ...]
+
+
+class HistoryChunkEvent(msgspec.Struct, frozen=True, tag="history"):
+    """One chunk of WhatsApp's history sync; ingested on its own, so memory stays bounded."""
+
+    account_id: str
+    sync_type: str
+    chunk_order: int
+    progress: int
+    conversations: tuple[HistoryConversation, ...]
+    lid_mappings: tuple[LidMapping, ...] = ()
+    pushnames: tuple[tuple[str, str], ...] = ()
+
+
+class ConnectionEvent(msgspec.Struct, frozen=True, tag="connection"):
+    account_id: str
+    state: ConnectionState
+    phone_jid: str = ""
+    reason: str = ""
+
+
+class OfflineSyncEvent(msgspec.Struct, frozen=True, tag="offline_sync"):
+    """Offline sync preview/completed: the phone has delivered what was sent while we were away."""
+
+    account_id: str
+    completed: bool
+    messages: int = 0
+
+
+class PairingEvent(msgspec.Struct, frozen=True, tag="pairing"):
+    """A QR code to show, or the pairing outcome."""
+
+    account_id: str
+    qr: str = ""
+    paired_jid: str = ""
+    error: str = ""
+
+
+class RejectedEvent(msgspec.Struct, frozen=True, tag="rejected"):
+    """Raw input the translator could not make sense of: logged and counted, never fatal."""
+
+    account_id: str
+    event_name: str
+    reason: str
+
+
+Mutation = EditEvent | RevokeEvent | ReactionEvent
+WhatsAppEvent = (
+    MessageEvent
+    | EditEvent
+    | RevokeEvent
+    | ReactionEvent
+    | ReceiptEvent
+    | HistoryChunkEvent
+    | ConnectionEvent
+    | OfflineSyncEvent
+    | PairingEvent
+    | RejectedEvent
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Documents: SPEC §1, exact field names through rename="camel"
+# --------------------------------------------------------------------------------------------
+
+
+class Doc(msgspec.Struct, rename="camel"):
+    """Base of every document: camelCase field names. A field that is None is *absent*: it is
+    not written (see ``wadaemon.store.encoding.document_fields``)."""
+
+
+class MessageDoc(Doc):
+    """``threads/{threadId}/messages/{messageId}``."""
+
+    id: str
+    wa_message_id: str
+    account_id: str
+    client_jid: str
+    thread_id: str
+    direction: Direction
+    sender_jid: str
+    ts_client: datetime
+    ts_client_ms: int
+    sender_name: str = ""
+    body: str = ""
+    message_type: MessageType = "text"
+    media_type: str | None = None
+    media_url: str | None = None
+    media_mimetype: str | None = None
+    media_filename: str | None = None
+    status: MessageStatus = "delivered"
+    delivered_at: datetime | None = None
+    read_at: datetime | None = None
+    ts_server: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    synced_at: datetime | None = None
+    sync_source: SyncSource = "realtime"
+    edited_at: datetime | None = None
+    edited_body: str | None = None
+    deleted_at: datetime | None = None
+    deleted: bool | None = None
+    reactions: dict[str, str] | None = None
+    quoted_message_id: str | None = None
+
+
+class ThreadDoc(Doc):
+    """``threads/{threadId}``."""
+
+    account_id: str
+    client_jid: str
+    display_name: str = ""
+    last_message_at: datetime | None = None
+    last_message_at_ms: int | None = None
+    last_message_preview: str | None = None
+    last_backfill_at: datetime | None = None
+    is_group: bool = False
+    alias_jids: list[str] = msgspec.field(default_factory=list)
+    last_message_direction: Direction | None = None
+    last_inbound_at: datetime | None = None
+    last_inbound_at_ms: int | None = None
+    phone_e164: str | None = None
+    updated_at: datetime | None = None
+
+
+class ThreadSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What a batch of messages says about its thread; the store applies it forward-only
+    (an older ``last_message_ms`` never replaces a newer one). Coalesced per batch."""
+
+    account_id: str
+    client_jid: str
+    display_name: str = ""
+    is_group: bool = False
+    last_message_ms: int | None = None
+    last_message_preview: str = ""
+    last_message_direction: Direction | None = None
+    last_inbound_ms: int | None = None
+    phone_e164: str = ""
+    backfilled_at_ms: int | None = None
+
+
+class ReceiptUpdate(msgspec.Struct, frozen=True):
+    """A receipt for one message, addressed by canonical thread."""
+
+    thread_id: str
+    message_id: str
+    kind: ReceiptKind
+    ts_ms: int
+
+
+class MessageMutation(msgspec.Struct, frozen=True, kw_only=True):
+    """An edit, revoke or reaction for one stored message, addressed by canonical thread."""
+
+    thread_id: str
+    message_id: str
+    kind: Literal["edit", "revoke", "reaction"]
+    ts_ms: int
+    body: str = ""
+    reactor_jid: str = ""
+    emoji: str = ""
+
+
+class Lease(msgspec.Struct, frozen=True):
+    """A lock document (``whatsapp_backfill_locks``, ``whatsapp_account_leases``) or the
+    recent-sync lease fields on ``accounts/*``, seen from the holder's side."""
+
+    kind: str
+    key: str
+    owner_id: str
+    expires_at_ms: int
+    acquired_at_ms: int
+
+
+def thread_id_for(account_id: str, client_jid: str) -> str:
+    """SPEC §1: ``{accountId}__{clientJid}``. Escaping for document ids is the store's job."""
+    return f"{account_id}__{client_jid}"
+
+
+class HistorySyncResult(Doc):
+    saved: int = 0
+    skipped: int = 0
+    errors: int = 0
+    total: int = 0
+    dry_run: bool = False
+
+
+class BackfillStats(Doc):
+    threads: int = 0
+    messages: int = 0
+    errors: int = 0
+    duration_ms: int = 0
+
+
+class BackfillThreadResult(Doc):
+    thread_id: str
+    messages: int = 0
+    error: str | None = None
+
+
+class BackfillResult(Doc):
+    threads: int = 0
+    messages: int = 0
+    errors: int = 0
+    thread_results: list[BackfillThreadResult] = msgspec.field(default_factory=list)
+
+
+class AutoBackfillStatus(Doc):
+    """running ``{running, startedAt, trigger, holder}`` | success ``{ok, running, threads,
+    messages, errors, durationMs}`` | error ``{ok, running, errorCode, errorMessage, durationMs}``."""
+
+    running: bool
+    ok: bool | None = None
+    started_at: datetime | None = None
+    trigger: Literal["connect", "periodic", "manual"] | None = None
+    holder: str | None = None
+    threads: int | None = None
+    messages: int | None = None
+    errors: int | None = None
+    duration_ms: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class RecentSyncResult(Doc):
+    ok: bool
+    threads: int = 0
+    messages: int = 0
+    errors: int = 0
+    duration_ms: int = 0
+
+
+class AccountDoc(Doc):
+    """``accounts/{accountId}``: status fields an operator reads.
+
+    Used both as the stored document and as a *patch*: ``update_account`` writes exactly the
+    fields that are not None, each replaced whole, and leaves every other field untouched.
+    """
+
+    state: ConnectionState | None = None
+    owner_instance: str | None = None
+    phone_jid: str | None = None
+    history_sync_capability: str | None = None
+    last_history_sync_at: datetime | None = None
+    history_sync_count: int | None = None
+    last_history_sync_result: HistorySyncResult | None = None
+    last_backfill_at: datetime | None = None
+    last_backfill_result: BackfillResult | None = None
+    last_backfill_status: Literal["running", "success", "error"] | None = None
+    last_backfill_error: str | None = None
+    last_backfill_stats: BackfillStats | None = None
+    last_auto_backfill_at: datetime | None = None
+    last_auto_backfill_success_at: datetime | None = None
+    last_auto_backfill_attempt_at: datetime | None = None
+    last_auto_backfill_status: AutoBackfillStatus | None = None
+    auto_backfill_lease_until: datetime | None = None
+    auto_backfill_lease_holder: str | None = None
+    auto_backfill_lease_acquired_at: datetime | None = None
+    last_realtime_ingest_at: datetime | None = None
+    last_realtime_message_at: datetime | None = None
+    last_realtime_error: str | None = None
+    last_recent_sync_at: datetime | None = None
+    last_recent_sync_result: RecentSyncResult | None = None
+    recent_sync_lease_until: datetime | None = None
+    recent_sync_lease_holder: str | None = None
+    recent_sync_lease_acquired_at: datetime | None = None
+    last_auto_repair_at: datetime | None = None
+    updated_at: datetime | None = None

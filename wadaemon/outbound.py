@@ -1,0 +1,85 @@
+"""Outbound messages sent through the API: queued, sent through the transport, then settled.
+
+The message is written ``queued`` under a local id *before* sending, so a crash or an outage
+mid-send leaves a visible trace instead of nothing. WhatsApp chooses the message id only when it
+acknowledges the send (neonize 0.5.2 exposes no way to choose it), so on success the queued
+document is re-keyed to WhatsApp's id — one document per message, merged with any echo of it
+that history or another device already stored. On failure it is marked ``failed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import msgspec
+import trio
+
+from wadaemon.actors.context import AccountContext
+from wadaemon.actors.work import Committed
+from wadaemon.domain import MessageDoc, MessageStatus, ms_to_datetime, thread_id_for
+from wadaemon.identity import is_lid, is_pn, normalise_jid, phone_e164
+from wadaemon.records import summarise
+from wadaemon.whatsapp.transport import Transport
+
+log = logging.getLogger("wadaemon.outbound")
+
+SEND_TIMEOUT_S = 90.0
+
+
+class OutboundResult(msgspec.Struct, frozen=True):
+    message_id: str
+    status: MessageStatus
+    thread_id: str
+    error: str = ""
+
+
+class InvalidRecipient(ValueError):
+    """``to`` is neither a phone number nor a WhatsApp JID."""
+
+
+def recipient_jid(to: str) -> str:
+    """``+40 712-345 678`` / ``40712345678`` / a JID -> a normalised JID."""
+    raw = to.strip()
+    if "@" in raw:
+        jid = normalise_jid(raw)
+        if is_pn(jid) or is_lid(jid) or jid.endswith("@g.us"):
+            return jid
+        raise InvalidRecipient(f"unsupported JID {to!r}")
+    digits = "".join(ch for ch in raw if ch.isdigit())
+    if not 6 <= len(digits) <= 15 or raw.lstrip("+").replace(" ", "").replace("-", "") != digits:
+        raise InvalidRecipient(f"{to!r} is not a phone number in international format")
+    return f"{digits}@s.whatsapp.net"
+
+
+async def send_text(ctx: AccountContext, transport: Transport, to: str, text: str) -> OutboundResult:
+    client_jid = ctx.identity.canonical(recipient_jid(to))
+    thread_id = thread_id_for(ctx.account_id, client_jid)
+    local_id = f"local-{uuid.uuid4().hex}"
+    now_ms = int(time.time() * 1000)
+    store = ctx.runner.store
+    queued = MessageDoc(
+        id=local_id, wa_message_id="", account_id=ctx.account_id, client_jid=client_jid,
+        thread_id=thread_id, direction="outbound", sender_jid=ctx.status.phone_jid or "",
+        ts_client=ms_to_datetime(now_ms), ts_client_ms=now_ms, body=text, message_type="text",
+        status="queued", sync_source="outbound",
+    )
+    await ctx.runner.write(ctx.account_id, store.upsert_messages, [queued])
+    await ctx.runner.write(ctx.account_id, store.advance_threads, summarise([queued]))
+    try:
+        with trio.fail_after(SEND_TIMEOUT_S):
+            sent = await trio.to_thread.run_sync(transport.send_text, client_jid, text, abandon_on_cancel=True)
+    except Exception as exc:
+        error = "send timed out" if isinstance(exc, trio.TooSlowError) else str(exc)
+        await ctx.runner.write(ctx.account_id, store.finish_outbound, thread_id, local_id,
+                               wa_message_id="", status="failed", ts_ms=now_ms, error=error)
+        log.warning("[outbound] accountId=%s to=%s local=%s status=failed error=%s",
+                    ctx.account_id, client_jid, local_id, error)
+        return OutboundResult(message_id=local_id, status="failed", thread_id=thread_id, error=error)
+    await ctx.runner.write(ctx.account_id, store.finish_outbound, thread_id, local_id,
+                           wa_message_id=sent.message_id, status="sent", ts_ms=sent.ts_ms)
+    await ctx.updates_send.send(Committed({(thread_id, sent.message_id)}))
+    log.info("[outbound] accountId=%s to=%s msg=%s status=sent phone=%s",
+             ctx.account_id, client_jid, sent.message_id, phone_e164(client_jid) or "-")
+    return OutboundResult(message_id=sent.message_id, status="sent", thread_id=thread_id)

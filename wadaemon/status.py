@@ -1,0 +1,113 @@
+"""What the running daemon shows about itself: the probe snapshot behind /ready and /diag.
+
+Actors update a ``DaemonStatus`` in memory as they work (cheap attribute writes from the trio
+thread); the HTTP thread reads ``snapshot()``, which copies under a lock into immutable
+Structs. This keeps the probes answering when the store is down or the trio loop is busy:
+nothing in /ready or /diag waits for the daemon.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import msgspec
+
+Mode = Literal["starting", "active", "passive", "stopping"]
+
+
+class HistoryProgress(msgspec.Struct):
+    """History-sync progress of one account (per chunk, as it streams in)."""
+
+    chunks: int = 0
+    last_sync_type: str = ""
+    last_chunk_order: int = 0
+    progress: int = 0
+    saved: int = 0
+    skipped: int = 0
+    errors: int = 0
+    total: int = 0
+
+
+class AccountStatus(msgspec.Struct):
+    account_id: str
+    state: str = "connecting"
+    phone_jid: str = ""
+    journal_backlog: int = 0
+    journal_oldest_pending_ms: int | None = None
+    history: HistoryProgress = msgspec.field(default_factory=HistoryProgress)
+    history_request_capability: str = "unknown"
+    pending_receipts: int = 0
+    pending_mutations: int = 0
+    pending_entries: int = 0
+    realtime_written: int = 0
+    realtime_errors: int = 0
+    rejected: int = 0
+    last_error: str = ""
+
+
+class DiagSnapshot(msgspec.Struct):
+    ready: bool
+    mode: Mode
+    instance_id: str
+    started_at_ms: int
+    accounts: list[AccountStatus]
+    supervision: Any = None
+
+
+class DaemonStatus:
+    """Mutable, thread-safe status board. Writers: trio actors. Reader: the HTTP thread."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+        self.started_at_ms = int(time.time() * 1000)
+        self._lock = threading.Lock()
+        self._mode: Mode = "starting"
+        self._accounts: dict[str, AccountStatus] = {}
+        self._supervision: Callable[[], Any] | None = None
+
+    def set_mode(self, mode: Mode) -> None:
+        with self._lock:
+            self._mode = mode
+
+    @property
+    def mode(self) -> Mode:
+        with self._lock:
+            return self._mode
+
+    def account(self, account_id: str) -> AccountStatus:
+        """The live status record of an account (created on first use). Mutate its fields
+        only from the trio thread; readers get copies through ``snapshot``."""
+        with self._lock:
+            status = self._accounts.get(account_id)
+            if status is None:
+                status = self._accounts[account_id] = AccountStatus(account_id=account_id)
+            return status
+
+    def forget(self, account_id: str) -> None:
+        with self._lock:
+            self._accounts.pop(account_id, None)
+
+    def set_supervision(self, provider: Callable[[], Any]) -> None:
+        """``provider`` returns the supervision tree's health snapshot (a msgspec Struct tree).
+        It is called from the HTTP thread: it must only read."""
+        with self._lock:
+            self._supervision = provider
+
+    def snapshot(self) -> DiagSnapshot:
+        with self._lock:
+            mode = self._mode
+            accounts = [msgspec.structs.replace(a, history=msgspec.structs.replace(a.history))
+                        for a in self._accounts.values()]
+            provider = self._supervision
+        supervision = provider() if provider is not None else None
+        return DiagSnapshot(
+            ready=mode in ("active", "passive"),
+            mode=mode,
+            instance_id=self.instance_id,
+            started_at_ms=self.started_at_ms,
+            accounts=sorted(accounts, key=lambda a: a.account_id),
+            supervision=supervision,
+        )

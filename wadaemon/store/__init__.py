@@ -1,0 +1,29 @@
+"""The store: one contract (``contract.Store``), two adapters (Firestore, embedded SQLite)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wadaemon.config import Settings
+    from wadaemon.store.contract import Store
+
+
+def open_store(settings: Settings) -> Store:
+    """Firestore when any Firestore setting is present (SPEC §2), else SQLite under the data dir.
+
+    Adapters are imported here, not at module level, so the SQLite path never loads gRPC.
+    """
+    if settings.store_backend == "firestore":
+        from wadaemon.store.firestore import FirestoreStore
+
+        return FirestoreStore.from_settings(
+            project=settings.firestore_project,
+            service_account_json=settings.firebase_service_account_json,
+            credentials_path=settings.google_application_credentials,
+            emulator_host=settings.firestore_emulator_host,
+        )
+    from wadaemon.store.sqlite import SqliteStore
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(settings.data_dir / "wadaemon.sqlite")

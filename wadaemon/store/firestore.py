@@ -1,0 +1,792 @@
+"""The Firestore adapter of the store contract (``wadaemon.store.contract``), SPEC §1 layout.
+
+Layout (document ids escaped with ``escape_doc_id``)::
+
+    threads/{accountId__clientJid}                    ThreadDoc
+    threads/{threadId}/messages/{waMessageId}         MessageDoc
+    accounts/{accountId}                              AccountDoc (+ recentSyncLease*, autoBackfillLease*)
+    whatsapp_account_leases/{accountId}               {ownerId, expiresAtMs, acquiredAt}
+    whatsapp_backfill_locks/{accountId}               {ownerId, expiresAtMs, startedAt}
+
+How writes work: every batch operation reads the documents it touches with one
+``client.get_all`` (per 500 references), applies the pure rules of ``wadaemon.store.merge``,
+and writes only the documents that changed, in ``WriteBatch`` commits of at most 500 writes.
+A changed document is written with ``set(changed_fields, merge=[their top-level names])``:
+each changed top-level field is replaced *whole* (a map such as ``reactions`` loses removed
+keys, which ``merge=True`` would keep), fields that became absent are removed with
+``DELETE_FIELD``, and fields this daemon does not know (written by the Flutter app or other
+tools) survive. Read-modify-write without transactions is safe because the contract
+serialises writes per account (``StoreRunner`` lanes).
+
+Leases are compare-and-swap on the document's ``update_time`` (``create()`` when absent):
+transactions nearly stall on the emulator under contention, and CAS is equally valid on
+production. A failed precondition is re-read and re-judged a few times, because the
+recent-sync lease lives on ``accounts/*``, whose update time also moves with status patches.
+
+Failures: gRPC outages, timeouts and contention become ``StoreUnavailable``; everything else
+``StoreError``. Every RPC carries a deadline and a short retry budget, so an outage fails fast
+instead of hanging (the callers retry ``StoreUnavailable`` with their own backoff). gRPC's
+reconnect backoff is capped (it grows to 120 s by default, so the store would stay
+"unavailable" for up to two minutes after the backend came back).
+
+Queries and indexes: ``list_threads`` (``accountId ==`` ordered by ``lastMessageAtMs`` desc)
+needs the composite index declared in ``firestore.indexes.json`` at the repository root;
+message queries order one subcollection by ``tsClientMs`` (automatic single-field index).
+Firestore cannot query for a *missing* field, so ``threads_missing_last_message`` scans the
+account's threads with a one-field projection and filters client-side (see there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry, if_exception_type
+from google.auth import exceptions as auth_exc
+from google.cloud import firestore
+from google.cloud.firestore_v1 import DELETE_FIELD, FieldFilter
+from msgspec.structs import replace
+
+from wadaemon.domain import (
+    AccountDoc,
+    Doc,
+    Lease,
+    MessageDoc,
+    MessageMutation,
+    MessageStatus,
+    ReceiptUpdate,
+    ThreadDoc,
+    ThreadSummary,
+    datetime_to_ms,
+    ms_to_datetime,
+    thread_id_for,
+)
+from wadaemon.store import merge
+from wadaemon.store.contract import (
+    LeaseKind,
+    MessageOrder,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    UpsertResult,
+)
+from wadaemon.store.encoding import (
+    document_fields,
+    document_from_fields,
+    escape_doc_id,
+    store_now,
+    unescape_doc_id,
+)
+
+log = logging.getLogger("wadaemon.store.firestore")
+
+D = TypeVar("D", bound=Doc)
+T = TypeVar("T")
+
+THREADS = "threads"
+MESSAGES = "messages"
+ACCOUNTS = "accounts"
+ACCOUNT_LEASES = "whatsapp_account_leases"
+BACKFILL_LOCKS = "whatsapp_backfill_locks"
+
+MAX_BATCH_WRITES = 500
+#: Messages moved per commit by ``merge_threads`` (a move is two writes: set + delete).
+MERGE_PAGE = 200
+#: References per ``get_all`` call.
+READ_CHUNK = 500
+#: Compare-and-swap attempts before a contended lease operation gives up.
+CAS_ATTEMPTS = 6
+
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_RETRY_BUDGET_S = 2.0
+PING_TIMEOUT_S = 3.0
+
+#: Failures worth retrying later: outage, deadline, contention, quota.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.Aborted,
+    gexc.ResourceExhausted,
+    gexc.InternalServerError,
+    gexc.RetryError,
+    gexc.GatewayTimeout,
+    gexc.TooManyRequests,
+    gexc.Cancelled,
+    auth_exc.TransportError,
+)
+#: Lost compare-and-swap: someone else wrote the document first.
+_CAS_LOST: tuple[type[BaseException], ...] = (gexc.FailedPrecondition, gexc.Conflict, gexc.NotFound)
+
+_LEASE_FIELDS: dict[str, tuple[str, str, str]] = {
+    # kind -> (holder, expiry, acquired) field names
+    "account": ("ownerId", "expiresAtMs", "acquiredAt"),
+    "backfill": ("ownerId", "expiresAtMs", "startedAt"),
+    "recent_sync": ("recentSyncLeaseHolder", "recentSyncLeaseUntil", "recentSyncLeaseAcquiredAt"),
+}
+_BACKFILL_MIRROR = ("autoBackfillLeaseHolder", "autoBackfillLeaseUntil", "autoBackfillLeaseAcquiredAt")
+
+# gRPC channel arguments: reconnect at most every 2 s once the backend is back.
+_RECONNECT_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
+def _tune_grpc_channels() -> None:
+    """Add the reconnect options to the channel options google-cloud-firestore builds its
+    channels with (module-level lists read when a client opens its channel; there is no
+    public hook). If a library version renames them we only lose the faster recovery."""
+    try:
+        from google.cloud.firestore_v1 import base_client
+    except ImportError:  # pragma: no cover
+        return
+    for name in ("_GRPC_MSG_SIZE_OPTIONS", "_DEFAULT_CHANNEL_OPTIONS"):
+        options = getattr(base_client, name, None)
+        if isinstance(options, list):
+            present = {key for key, _ in options}
+            options.extend(opt for opt in _RECONNECT_OPTIONS if opt[0] not in present)
+
+
+_tune_grpc_channels()
+
+
+def _plain(value: Any) -> Any:
+    """Firestore values -> what ``document_from_fields`` decodes: ``DatetimeWithNanoseconds``
+    (a datetime subclass msgspec refuses) becomes a plain aware datetime."""
+    if isinstance(value, datetime):
+        if type(value) is datetime:
+            return value
+        return datetime(
+            value.year, value.month, value.day, value.hour, value.minute, value.second,
+            value.microsecond, tzinfo=value.tzinfo,
+        )
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _decode(fields: dict[str, Any] | None, doc_type: type[D]) -> D:
+    try:
+        return document_from_fields(_plain(fields or {}), doc_type)
+    except msgspec.ValidationError as exc:
+        raise StoreError(f"stored {doc_type.__name__} does not decode: {exc}") from exc
+
+
+def _delta(before: Doc | None, after: Doc) -> dict[str, Any]:
+    """Top-level fields to write: changed or new values, and ``DELETE_FIELD`` for fields that
+    became absent. Empty when nothing changed."""
+    new = document_fields(after)
+    if before is None:
+        return new
+    old = document_fields(before)
+    delta: dict[str, Any] = {key: value for key, value in new.items() if old.get(key, _MISSING) != value}
+    delta.update((key, DELETE_FIELD) for key in old if key not in new)
+    return delta
+
+
+_MISSING = object()
+
+
+def _lease_kind(kind: str) -> LeaseKind:
+    if kind == "account":
+        return "account"
+    if kind == "backfill":
+        return "backfill"
+    if kind == "recent_sync":
+        return "recent_sync"
+    raise StoreError(f"unknown lease kind {kind!r}")
+
+
+class _Writes:
+    """Accumulates writes and commits them in batches of at most 500."""
+
+    def __init__(self, store: FirestoreStore) -> None:
+        self._store = store
+        self._ops: list[Callable[[Any], None]] = []
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def set_fields(self, ref: Any, fields: dict[str, Any]) -> None:
+        if fields:
+            merge_paths = [firestore.Client.field_path(key) for key in fields]
+            self._ops.append(lambda batch: batch.set(ref, fields, merge=merge_paths))
+
+    def delete(self, ref: Any) -> None:
+        self._ops.append(lambda batch: batch.delete(ref))
+
+    def commit(self) -> int:
+        commits = 0
+        for start in range(0, len(self._ops), MAX_BATCH_WRITES):
+            batch = self._store.client.batch()
+            for op in self._ops[start : start + MAX_BATCH_WRITES]:
+                op(batch)
+            batch.commit(**self._store.rpc)
+            commits += 1
+        self._ops.clear()
+        return commits
+
+
+class FirestoreStore:
+    """``Store`` on Cloud Firestore (or its emulator). Thread-safe: holds no mutable state
+    besides the client, which may be shared by the worker threads of ``StoreRunner``."""
+
+    backend = "firestore"
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        retry_budget: float = DEFAULT_RETRY_BUDGET_S,
+        ping_timeout: float = PING_TIMEOUT_S,
+        keep_revoked_body: bool = False,
+    ) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.ping_timeout = ping_timeout
+        self.keep_revoked_body = keep_revoked_body
+        retry = Retry(
+            predicate=if_exception_type(gexc.ServiceUnavailable, gexc.InternalServerError),
+            initial=0.1,
+            maximum=1.0,
+            multiplier=2.0,
+            timeout=retry_budget,
+        )
+        #: Keyword arguments of every idempotent RPC.
+        self.rpc: dict[str, Any] = {"retry": retry, "timeout": timeout}
+        #: Compare-and-swap writes are not retried blindly (a lost answer would read as lost).
+        self.rpc_once: dict[str, Any] = {"retry": None, "timeout": timeout}
+
+    @classmethod
+    def from_settings(
+        cls,
+        project: str | None,
+        service_account_json: str | None,
+        credentials_path: str | None,
+        emulator_host: str | None,
+        **kwargs: Any,
+    ) -> FirestoreStore:
+        """The emulator when ``emulator_host`` is set (the client then uses anonymous
+        credentials and an insecure channel by itself: it reads ``FIRESTORE_EMULATOR_HOST``,
+        so that variable is set from the argument); else a service account given as a JSON
+        string; else ``credentials_path`` (any credentials file google-auth understands);
+        else Application Default Credentials."""
+        try:
+            if emulator_host:
+                os.environ["FIRESTORE_EMULATOR_HOST"] = emulator_host
+                client = firestore.Client(project=project or None)
+            elif service_account_json:
+                from google.oauth2 import service_account
+
+                try:
+                    info = json.loads(service_account_json)
+                except json.JSONDecodeError as exc:
+                    raise StoreError(f"FIREBASE_SERVICE_ACCOUNT_JSON is not valid JSON ({exc.msg} at char {exc.pos})") from None
+                if not isinstance(info, dict):
+                    raise StoreError("FIREBASE_SERVICE_ACCOUNT_JSON must be a JSON object (a service account key)")
+                credentials = service_account.Credentials.from_service_account_info(
+                    info, scopes=firestore.Client.SCOPE
+                )
+                client = firestore.Client(project=project or info.get("project_id"), credentials=credentials)
+            elif credentials_path:
+                import google.auth
+
+                credentials, file_project = google.auth.load_credentials_from_file(
+                    credentials_path, scopes=firestore.Client.SCOPE
+                )
+                client = firestore.Client(project=project or file_project, credentials=credentials)
+            else:
+                client = firestore.Client(project=project or None)
+        except StoreError:
+            raise
+        except (auth_exc.DefaultCredentialsError, ValueError, KeyError, OSError) as exc:
+            raise StoreError(f"cannot set up Firestore credentials: {exc}") from exc
+        return cls(client, **kwargs)
+
+    # -- references ------------------------------------------------------------------------------
+    def _thread_ref(self, thread_id: str) -> Any:
+        return self.client.collection(THREADS).document(escape_doc_id(thread_id))
+
+    def _message_ref(self, thread_id: str, message_id: str) -> Any:
+        return self._thread_ref(thread_id).collection(MESSAGES).document(escape_doc_id(message_id))
+
+    def _account_ref(self, account_id: str) -> Any:
+        return self.client.collection(ACCOUNTS).document(escape_doc_id(account_id))
+
+    def _lease_ref(self, kind: LeaseKind, key: str) -> Any:
+        if kind == "account":
+            return self.client.collection(ACCOUNT_LEASES).document(escape_doc_id(key))
+        if kind == "backfill":
+            return self.client.collection(BACKFILL_LOCKS).document(escape_doc_id(key))
+        if kind == "recent_sync":
+            return self._account_ref(key)
+        raise StoreError(f"unknown lease kind {kind!r}")
+
+    # -- plumbing --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(f"firestore {what}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise StoreError(f"firestore {what}: {type(exc).__name__}: {exc}") from exc
+
+    def _read(self, refs: Iterable[Any]) -> dict[str, Any]:
+        """Snapshots by document path (one ``get_all`` per 500 distinct references)."""
+        unique = list({ref.path: ref for ref in refs}.values())
+        found: dict[str, Any] = {}
+        for start in range(0, len(unique), READ_CHUNK):
+            for snap in self.client.get_all(unique[start : start + READ_CHUNK], **self.rpc):
+                found[snap.reference.path] = snap
+        return found
+
+    def _read_docs(self, refs: Iterable[Any], doc_type: type[D]) -> dict[str, D | None]:
+        return {
+            path: _decode(snap.to_dict(), doc_type) if snap.exists else None
+            for path, snap in self._read(refs).items()
+        }
+
+    def _get(self, ref: Any, doc_type: type[D]) -> D | None:
+        snap = ref.get(**self.rpc)
+        return _decode(snap.to_dict(), doc_type) if snap.exists else None
+
+    def _query_docs(self, query: Any, doc_type: type[D]) -> list[D]:
+        return [_decode(snap.to_dict(), doc_type) for snap in query.stream(**self.rpc)]
+
+    # -- messages --------------------------------------------------------------------------------
+    def upsert_messages(self, docs: Sequence[MessageDoc]) -> UpsertResult:
+        if not docs:
+            return UpsertResult(written=0, unchanged=0, commits=0)
+        with self._errors("upsert_messages"):
+            refs = {(d.thread_id, d.id): self._message_ref(d.thread_id, d.id) for d in docs}
+            stored = self._read_docs(refs.values(), MessageDoc)
+            before = {key: stored.get(ref.path) for key, ref in refs.items()}
+            state = dict(before)
+            now = store_now()
+            unchanged = 0
+            for doc in docs:
+                key = (doc.thread_id, doc.id)
+                merged = merge.merge_message(state[key], doc, now)
+                if merged is None:
+                    unchanged += 1
+                else:
+                    state[key] = merged
+            writes = _Writes(self)
+            written = 0
+            for key, ref in refs.items():
+                after = state[key]
+                if after is not None and after is not before[key]:
+                    writes.set_fields(ref, _delta(before[key], after))
+                    written += 1
+            commits = writes.commit()
+        return UpsertResult(written=written, unchanged=unchanged, commits=commits)
+
+    def _apply_to_messages(
+        self,
+        what: str,
+        items: Sequence[T],
+        address: Callable[[T], tuple[str, str]],
+        apply: Callable[[MessageDoc, T, datetime], MessageDoc | None],
+    ) -> list[T]:
+        if not items:
+            return []
+        with self._errors(what):
+            refs = {address(item): self._message_ref(*address(item)) for item in items}
+            stored = self._read_docs(refs.values(), MessageDoc)
+            before = {key: stored.get(ref.path) for key, ref in refs.items()}
+            state = dict(before)
+            now = store_now()
+            missing: list[T] = []
+            for item in items:
+                key = address(item)
+                current = state[key]
+                if current is None:
+                    missing.append(item)
+                    continue
+                changed = apply(current, item, now)
+                if changed is not None:
+                    state[key] = changed
+            writes = _Writes(self)
+            for key, ref in refs.items():
+                after = state[key]
+                if after is not None and after is not before[key]:
+                    writes.set_fields(ref, _delta(before[key], after))
+            writes.commit()
+        return missing
+
+    def apply_receipts(self, receipts: Sequence[ReceiptUpdate]) -> list[ReceiptUpdate]:
+        return self._apply_to_messages(
+            "apply_receipts",
+            receipts,
+            lambda r: (r.thread_id, r.message_id),
+            lambda doc, r, now: merge.apply_receipt(doc, r, r.ts_ms, now),
+        )
+
+    def apply_mutations(self, mutations: Sequence[MessageMutation]) -> list[MessageMutation]:
+        return self._apply_to_messages(
+            "apply_mutations",
+            mutations,
+            lambda m: (m.thread_id, m.message_id),
+            lambda doc, m, now: merge.apply_mutation(doc, m, now, keep_revoked_body=self.keep_revoked_body),
+        )
+
+    def finish_outbound(
+        self,
+        thread_id: str,
+        local_id: str,
+        *,
+        wa_message_id: str,
+        status: MessageStatus,
+        ts_ms: int,
+        error: str = "",
+    ) -> None:
+        with self._errors("finish_outbound"):
+            local_ref = self._message_ref(thread_id, local_id)
+            now = store_now()
+            writes = _Writes(self)
+            if not wa_message_id:
+                queued = self._get(local_ref, MessageDoc)
+                if queued is not None and queued.status == "queued":
+                    writes.set_fields(local_ref, _delta(queued, replace(queued, status="failed", updated_at=now)))
+                writes.commit()
+                return
+            wa_ref = self._message_ref(thread_id, wa_message_id)
+            stored = self._read_docs([local_ref, wa_ref], MessageDoc)
+            queued, echo = stored.get(local_ref.path), stored.get(wa_ref.path)
+            if queued is None:
+                # Already settled (a retry after a commit whose answer was lost): only move the
+                # status forward.
+                if echo is not None and local_ref.path != wa_ref.path:
+                    moved = merge.merge_message(echo, replace(echo, status=status), now)
+                    if moved is not None:
+                        writes.set_fields(wa_ref, _delta(echo, moved))
+                writes.commit()
+                return
+            if local_ref.path == wa_ref.path:
+                echo = None
+            settled = merge.settle_outbound(queued, echo, wa_message_id=wa_message_id, status=status, now=now)
+            if local_ref.path == wa_ref.path:
+                writes.set_fields(wa_ref, _delta(queued, settled))
+            else:
+                writes.set_fields(wa_ref, _delta(echo, settled))
+                writes.delete(local_ref)  # same commit: one document in the end, atomically
+            writes.commit()
+
+    def get_message(self, thread_id: str, message_id: str) -> MessageDoc | None:
+        with self._errors("get_message"):
+            return self._get(self._message_ref(thread_id, message_id), MessageDoc)
+
+    def list_messages(self, thread_id: str, *, limit: int, order: MessageOrder = "desc") -> list[MessageDoc]:
+        if limit <= 0:
+            return []
+        direction = firestore.Query.DESCENDING if order == "desc" else firestore.Query.ASCENDING
+        with self._errors("list_messages"):
+            query = (
+                self._thread_ref(thread_id).collection(MESSAGES).order_by("tsClientMs", direction=direction).limit(limit)
+            )
+            return self._query_docs(query, MessageDoc)
+
+    def oldest_message(self, thread_id: str) -> MessageDoc | None:
+        found = self.list_messages(thread_id, limit=1, order="asc")
+        return found[0] if found else None
+
+    def newest_message(self, thread_id: str) -> MessageDoc | None:
+        found = self.list_messages(thread_id, limit=1, order="desc")
+        return found[0] if found else None
+
+    # -- threads ---------------------------------------------------------------------------------
+    def advance_threads(self, summaries: Sequence[ThreadSummary]) -> int:
+        if not summaries:
+            return 0
+        with self._errors("advance_threads"):
+            keys = {thread_id_for(s.account_id, s.client_jid) for s in summaries}
+            refs = {tid: self._thread_ref(tid) for tid in keys}
+            stored = self._read_docs(refs.values(), ThreadDoc)
+            before = {tid: stored.get(ref.path) for tid, ref in refs.items()}
+            state = dict(before)
+            now = store_now()
+            for summary in summaries:
+                tid = thread_id_for(summary.account_id, summary.client_jid)
+                advanced = merge.advance_thread(state[tid], summary, now)
+                if advanced is not None:
+                    state[tid] = advanced
+            writes = _Writes(self)
+            for tid, ref in refs.items():
+                after = state[tid]
+                if after is not None and after is not before[tid]:
+                    writes.set_fields(ref, _delta(before[tid], after))
+            written = len(writes)
+            writes.commit()
+        return written
+
+    def merge_threads(self, account_id: str, from_jid: str, into_jid: str) -> int:
+        if from_jid == into_jid:
+            return 0
+        from_tid = thread_id_for(account_id, from_jid)
+        into_tid = thread_id_for(account_id, into_jid)
+        from_ref, into_ref = self._thread_ref(from_tid), self._thread_ref(into_tid)
+        moved = 0
+        with self._errors("merge_threads"):
+            source = from_ref.collection(MESSAGES)
+            while True:
+                # Each page is deleted by its own commit, so re-reading the first page walks
+                # the whole subcollection; a crash between commits leaves a resumable state.
+                page = [snap for snap in source.limit(MERGE_PAGE).stream(**self.rpc) if snap.exists]
+                if not page:
+                    break
+                incoming = {snap.reference.path: _decode(snap.to_dict(), MessageDoc) for snap in page}
+                targets = {
+                    path: self._message_ref(into_tid, doc.id) for path, doc in incoming.items()
+                }
+                existing = self._read_docs(targets.values(), MessageDoc)
+                now = store_now()
+                writes = _Writes(self)
+                for snap in page:
+                    path = snap.reference.path
+                    target = targets[path]
+                    rekeyed = merge.rekey_message(incoming[path], account_id, into_jid)
+                    current = existing.get(target.path)
+                    merged = merge.merge_message(current, rekeyed, now)
+                    if merged is not None:
+                        writes.set_fields(target, _delta(current, merged))
+                    writes.delete(snap.reference)
+                    moved += 1
+                writes.commit()
+            threads = self._read_docs([from_ref, into_ref], ThreadDoc)
+            old, into = threads.get(from_ref.path), threads.get(into_ref.path)
+            if old is None:
+                return moved
+            now = store_now()
+            # The old thread's summary and name fold in forward-only (same rule as SQLite).
+            summary = replace(merge.summary_of_thread(old), client_jid=into_jid, display_name=old.display_name)
+            folded = merge.advance_thread(into, summary, now) or into
+            assert folded is not None  # advance_thread creates the thread when absent
+            for alias in [*old.alias_jids, from_jid]:
+                folded = merge.add_alias(folded, alias, now) or folded
+            writes = _Writes(self)
+            writes.set_fields(into_ref, _delta(into, folded))
+            writes.delete(from_ref)
+            writes.commit()
+        return moved
+
+    def get_thread(self, thread_id: str) -> ThreadDoc | None:
+        with self._errors("get_thread"):
+            return self._get(self._thread_ref(thread_id), ThreadDoc)
+
+    def list_threads(self, account_id: str, *, limit: int) -> list[ThreadDoc]:
+        """Newest ``lastMessageAtMs`` first (composite index ``accountId`` asc +
+        ``lastMessageAtMs`` desc). Firestore's ordering leaves out documents without the
+        field; like SQL's NULLS LAST, threads without it fill the rest of ``limit``."""
+        if limit <= 0:
+            return []
+        with self._errors("list_threads"):
+            query = (
+                self.client.collection(THREADS)
+                .where(filter=FieldFilter("accountId", "==", account_id))
+                .order_by("lastMessageAtMs", direction=firestore.Query.DESCENDING)
+                .limit(limit)
+            )
+            threads = self._query_docs(query, ThreadDoc)
+        if len(threads) < limit:
+            threads.extend(self.threads_missing_last_message(account_id, limit=limit - len(threads)))
+        return threads
+
+    def threads_missing_last_message(self, account_id: str, *, limit: int) -> list[ThreadDoc]:
+        """Firestore cannot select documents *lacking* a field (``== None`` matches only an
+        explicit null, which this daemon never writes). So: stream the account's threads with a
+        projection of ``lastMessageAtMs`` alone (cheap: ids and one integer), stop after
+        ``limit`` hits, then fetch those documents whole. Cost: one read per thread of the
+        account scanned, done by repair runs, not per message."""
+        if limit <= 0:
+            return []
+        with self._errors("threads_missing_last_message"):
+            query = (
+                self.client.collection(THREADS)
+                .where(filter=FieldFilter("accountId", "==", account_id))
+                .select(["lastMessageAtMs"])
+            )
+            refs: list[Any] = []
+            stream = query.stream(**self.rpc)
+            try:
+                for snap in stream:
+                    if (snap.to_dict() or {}).get("lastMessageAtMs") is None:
+                        refs.append(snap.reference)
+                        if len(refs) >= limit:
+                            break
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+            found = self._read_docs(refs, ThreadDoc)
+            docs = [found.get(ref.path) for ref in refs]
+            return [doc for doc in docs if doc is not None and doc.last_message_at_ms is None]
+
+    # -- accounts --------------------------------------------------------------------------------
+    def update_account(self, account_id: str, patch: AccountDoc) -> None:
+        fields = document_fields(patch)
+        if not fields:
+            return
+        fields["updatedAt"] = store_now()
+        with self._errors("update_account"):
+            writes = _Writes(self)
+            writes.set_fields(self._account_ref(account_id), fields)
+            writes.commit()
+
+    def get_account(self, account_id: str) -> AccountDoc | None:
+        with self._errors("get_account"):
+            return self._get(self._account_ref(account_id), AccountDoc)
+
+    def list_account_ids(self) -> list[str]:
+        with self._errors("list_account_ids"):
+            query = self.client.collection(ACCOUNTS).select([])
+            return sorted(unescape_doc_id(snap.id) for snap in query.stream(**self.rpc))
+
+    # -- leases ----------------------------------------------------------------------------------
+    def _lease_of(self, kind: LeaseKind, key: str, fields: dict[str, Any] | None) -> Lease | None:
+        holder_f, expiry_f, acquired_f = _LEASE_FIELDS[kind]
+        data = fields or {}
+        owner = data.get(holder_f)
+        expiry = data.get(expiry_f)
+        if not owner or expiry is None:
+            return None
+        acquired = data.get(acquired_f)
+        expires_ms = datetime_to_ms(expiry) if isinstance(expiry, datetime) else int(expiry)
+        acquired_ms = datetime_to_ms(acquired) if isinstance(acquired, datetime) else expires_ms
+        return Lease(kind=kind, key=key, owner_id=str(owner), expires_at_ms=expires_ms, acquired_at_ms=acquired_ms)
+
+    def _lease_fields(self, lease: Lease) -> dict[str, Any]:
+        holder_f, expiry_f, acquired_f = _LEASE_FIELDS[lease.kind]
+        expiry: Any = lease.expires_at_ms if lease.kind != "recent_sync" else ms_to_datetime(lease.expires_at_ms)
+        return {holder_f: lease.owner_id, expiry_f: expiry, acquired_f: ms_to_datetime(lease.acquired_at_ms)}
+
+    def _cas(
+        self,
+        what: str,
+        kind: LeaseKind,
+        key: str,
+        decide: Callable[[Lease | None], tuple[str, Lease | None]],
+    ) -> tuple[str, Lease | None]:
+        """Read the lease, let ``decide`` choose ``("write", lease)``, ``("delete", lease)`` or
+        ``("stop", result)``, and write it conditioned on the document not having changed since
+        the read. A lost race is re-read and re-decided (the document may have changed for
+        another reason, e.g. a status patch on ``accounts/*``); ``("contended", None)`` after
+        ``CAS_ATTEMPTS`` lost races."""
+        ref = self._lease_ref(kind, key)
+        with self._errors(what):
+            for _ in range(CAS_ATTEMPTS):
+                snap = ref.get(**self.rpc)
+                current = self._lease_of(kind, key, snap.to_dict() if snap.exists else None)
+                action, lease = decide(current)
+                if action == "stop":
+                    return action, lease
+                option = self.client.write_option(last_update_time=snap.update_time) if snap.exists else None
+                try:
+                    self._write_lease(ref, kind, action, lease, snap.exists, option)
+                except _CAS_LOST:
+                    continue
+                return action, lease
+        return "contended", None
+
+    def _write_lease(self, ref: Any, kind: LeaseKind, action: str, lease: Lease | None, exists: bool, option: Any) -> None:
+        assert lease is not None
+        batch = self.client.batch()
+        if action == "write":
+            fields = self._lease_fields(lease)
+            if exists:
+                batch.update(ref, fields, option=option)
+            else:
+                batch.create(ref, fields)
+        else:  # delete
+            if kind == "recent_sync":
+                batch.update(ref, dict.fromkeys(_LEASE_FIELDS[kind], DELETE_FIELD), option=option)
+            else:
+                batch.delete(ref, option=option)
+        if kind == "backfill":
+            # Mirrored for operators, in the same atomic commit as the lock itself.
+            holder_f, until_f, acquired_f = _BACKFILL_MIRROR
+            mirror: dict[str, Any]
+            if action == "write":
+                mirror = {
+                    holder_f: lease.owner_id,
+                    until_f: ms_to_datetime(lease.expires_at_ms),
+                    acquired_f: ms_to_datetime(lease.acquired_at_ms),
+                }
+            else:
+                mirror = dict.fromkeys(_BACKFILL_MIRROR, DELETE_FIELD)
+            batch.set(self._account_ref(lease.key), mirror, merge=list(mirror))
+        batch.commit(**self.rpc_once)
+
+    def acquire_lease(self, kind: LeaseKind, key: str, owner_id: str, *, ttl_ms: int, now_ms: int) -> Lease | None:
+        def decide(current: Lease | None) -> tuple[str, Lease | None]:
+            if current is not None and current.owner_id != owner_id and current.expires_at_ms > now_ms:
+                return "stop", None
+            still_ours = current is not None and current.owner_id == owner_id and current.expires_at_ms > now_ms
+            acquired = current.acquired_at_ms if still_ours and current is not None else now_ms
+            return "write", Lease(kind=kind, key=key, owner_id=owner_id, expires_at_ms=now_ms + ttl_ms, acquired_at_ms=acquired)
+
+        # "contended": others kept winning the race, so not acquired this time.
+        return self._cas("acquire_lease", kind, key, decide)[1]
+
+    def renew_lease(self, lease: Lease, *, ttl_ms: int, now_ms: int) -> Lease | None:
+        def decide(current: Lease | None) -> tuple[str, Lease | None]:
+            if current is None or current.owner_id != lease.owner_id:
+                return "stop", None
+            return "write", replace(current, expires_at_ms=now_ms + ttl_ms)
+
+        action, renewed = self._cas("renew_lease", _lease_kind(lease.kind), lease.key, decide)
+        if action == "contended":
+            raise StoreUnavailable(f"firestore renew_lease: {lease.kind} lease {lease.key!r} stayed contended")
+        return renewed
+
+    def release_lease(self, lease: Lease) -> bool:
+        def decide(current: Lease | None) -> tuple[str, Lease | None]:
+            if current is None or current.owner_id != lease.owner_id:
+                return "stop", None
+            return "delete", current
+
+        action, _ = self._cas("release_lease", _lease_kind(lease.kind), lease.key, decide)
+        if action == "contended":
+            raise StoreUnavailable(f"firestore release_lease: {lease.kind} lease {lease.key!r} stayed contended")
+        return action == "delete"
+
+    def read_lease(self, kind: LeaseKind, key: str) -> Lease | None:
+        with self._errors("read_lease"):
+            snap = self._lease_ref(kind, key).get(**self.rpc)
+            return self._lease_of(kind, key, snap.to_dict() if snap.exists else None)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def ping(self) -> bool:
+        try:
+            self.client.collection(ACCOUNTS).document("wadaemon-ping").get(retry=None, timeout=self.ping_timeout)
+        except Exception as exc:
+            log.debug("firestore ping failed: %s", exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close the gRPC channel, if one was opened (the client has no public close)."""
+        api = getattr(self.client, "_firestore_api_internal", None)
+        transport = getattr(api, "transport", None)
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.close()
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: FirestoreStore) -> Store:
+        return store  # mypy checks FirestoreStore against the Store protocol here

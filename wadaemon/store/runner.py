@@ -1,0 +1,45 @@
+"""How trio code reaches the (blocking) store.
+
+Every call runs in a worker thread, bounded by one ``CapacityLimiter`` so that a slow backend
+cannot exhaust threads. Calls are *not* abandoned on cancellation: a commit that started
+finishes (or fails) before the caller sees ``Cancelled``, so a cancelled writer never leaves
+the journal believing something that did not happen.
+
+Per account, writers share one *lane* (a ``trio.Lock``): the store contract lets adapters do
+read-modify-write without transactions because writes for one account are serialised here.
+Reads do not take the lane.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import trio
+
+from wadaemon.store.contract import Store
+
+T = TypeVar("T")
+
+
+class StoreRunner:
+    def __init__(self, store: Store, *, max_threads: int = 8) -> None:
+        self.store = store
+        self._limiter = trio.CapacityLimiter(max_threads)
+        self._lanes: dict[str, trio.Lock] = {}
+
+    def lane(self, account_id: str) -> trio.Lock:
+        lock = self._lanes.get(account_id)
+        if lock is None:
+            lock = self._lanes[account_id] = trio.Lock()
+        return lock
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a read-only store method in a worker thread."""
+        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
+
+    async def write(self, account_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store write for ``account_id`` in its lane."""
+        async with self.lane(account_id):
+            return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)

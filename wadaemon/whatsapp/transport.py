@@ -1,0 +1,76 @@
+"""The transport boundary: what the rest of wadaemon knows of a WhatsApp connection.
+
+Two implementations: ``wadaemon.whatsapp.neonize_transport`` (the real neonize client, used in
+production) and ``wadaemon.whatsapp.simphone`` (a simulated phone for tests and the demo). Both
+hand over *raw events* — ``RawEvent``: the neonize protobuf class name and its serialised bytes,
+exactly the capture-file format — so the same journal, the same translation code
+(``wadaemon.whatsapp.translate``) and the same actors run behind either. Bytes rather than
+protobuf objects cross the boundary because the journal must persist the event before the
+hand-over completes, and because no neonize type may leave this package.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+
+class RawEvent(msgspec.Struct, frozen=True):
+    """One WhatsApp event as neonize delivered it.
+
+    ``name`` is the class name in ``neonize.proto.Neonize_pb2`` (``Message``, ``Receipt``,
+    ``HistorySync``, ``Connected``, ...); ``data`` is that protobuf's ``SerializeToString()``.
+    """
+
+    name: str
+    data: bytes
+
+
+class SendResult(msgspec.Struct, frozen=True):
+    message_id: str
+    ts_ms: int
+
+
+class HistoryRequestUnavailable(Exception):
+    """This transport cannot ask the phone for older history (neonize 0.5.2 as released: see
+    shared/NEONIZE.md). Reported in account status and /diag, never worked around."""
+
+
+class TransportError(Exception):
+    """Sending or requesting failed; the message says why."""
+
+
+class RawEventSink(Protocol):
+    """Where a transport hands events. ``deliver`` returns only once the event is durable
+    (journaled); blocking here is the backpressure that slows WhatsApp's dispatch thread."""
+
+    def deliver(self, event: RawEvent) -> None: ...
+
+
+class Transport(Protocol):
+    """One WhatsApp account's connection. Methods are blocking; trio callers use worker threads."""
+
+    account_id: str
+
+    def start(self, sink: RawEventSink) -> None:
+        """Connect and start delivering events to ``sink`` from the transport's own thread."""
+        ...
+
+    def stop(self) -> None:
+        """Disconnect; no event is delivered after this returns."""
+        ...
+
+    def send_text(self, to_jid: str, text: str) -> SendResult:
+        """Send a text message; blocks until the server acknowledged it."""
+        ...
+
+    def request_history(self, chat_jid: str, oldest_id: str, oldest_from_me: bool,
+                        oldest_ts_ms: int, count: int) -> None:
+        """Ask the phone for up to ``count`` messages older than the anchor; the answer arrives
+        later as a ``HistorySync`` event of type ON_DEMAND. Raises HistoryRequestUnavailable."""
+        ...
+
+    def resolve_lid(self, lid_jid: str) -> str:
+        """The phone-number JID of a LID from the client's LID store, or "" when unknown."""
+        ...
