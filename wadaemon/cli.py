@@ -89,7 +89,7 @@ def _pair(settings: Settings, account_id: str, phone: str | None) -> int:
     return 0 if paired else 1
 
 
-class ReplayReport(msgspec.Struct):
+class ReplayReport(msgspec.Struct, rename="camel"):
     account: str
     file: str
     delivered: int

@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import trio
 
 from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.account import AccountRuntime
 from wadaemon.config import Settings
-from wadaemon.http.server import HttpServer, serve_http
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store
 from wadaemon.store.runner import StoreRunner
@@ -60,14 +60,16 @@ class Daemon:
             for account_id in accounts
         }
         self.serve = serve
-        self.http: HttpServer | None = None
+        self.http: Any = None
         self._cancel = trio.CancelScope()
         self.root = Supervisor("wadaemon", self._children(), strategy="one_for_one")
         self.board.set_supervision(self.root.snapshot)
 
     def _children(self) -> list[ChildSpec]:
-        children = []
+        children: list[ChildSpec] = []
         if self.serve:
+            from wadaemon.http.server import HttpServer, serve_http  # aiohttp only when serving
+
             self.http = HttpServer(self.settings.host, self.settings.port, self.board, self.store, None)
             server = self.http
 

@@ -17,7 +17,6 @@ import msgspec
 import trio
 
 from wadaemon.actors.context import AccountContext
-from wadaemon.actors.work import Committed
 from wadaemon.domain import MessageDoc, MessageStatus, ms_to_datetime, thread_id_for
 from wadaemon.identity import is_lid, is_pn, normalise_jid, phone_e164
 from wadaemon.records import summarise
@@ -79,7 +78,7 @@ async def send_text(ctx: AccountContext, transport: Transport, to: str, text: st
         return OutboundResult(message_id=local_id, status="failed", thread_id=thread_id, error=error)
     await ctx.runner.write(ctx.account_id, store.finish_outbound, thread_id, local_id,
                            wa_message_id=sent.message_id, status="sent", ts_ms=sent.ts_ms)
-    await ctx.updates_send.send(Committed({(thread_id, sent.message_id)}))
+    await ctx.announce_committed({(thread_id, sent.message_id)})
     log.info("[outbound] accountId=%s to=%s msg=%s status=sent phone=%s",
              ctx.account_id, client_jid, sent.message_id, phone_e164(client_jid) or "-")
     return OutboundResult(message_id=sent.message_id, status="sent", thread_id=thread_id)

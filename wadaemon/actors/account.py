@@ -140,7 +140,7 @@ class AccountRuntime:
     def drained(self) -> bool:
         """Nothing is left in the journal but updates waiting for a message that has not
         arrived (those stay journaled until it does, or until they expire)."""
-        return self.journal.backlog() <= self.ctx.status.pending_entries
+        return self.ctx.quiet() and self.journal.backlog() <= self.ctx.status.pending_entries
 
     async def wait_drained(self) -> None:
         """Until ``drained()``; woken by the ledger, never by polling."""

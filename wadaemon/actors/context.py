@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import trio
 
 from wadaemon.actors.status_writer import AccountStatusWriter
-from wadaemon.actors.work import EntryLedger, HistoryWork, RealtimeItem, UpdateItem
+from wadaemon.actors.work import Committed, EntryLedger, HistoryWork, RealtimeItem, UpdateItem
 from wadaemon.config import Settings
 from wadaemon.identity import IdentityResolver
 from wadaemon.journal import JournalReader
@@ -32,6 +32,12 @@ class AccountContext:
     status: AccountStatus
     status_writer: AccountStatusWriter
     ledger: EntryLedger
+    #: True while the update applier holds items it took from its channel (see ``quiet``).
+    updates_busy: bool = False
+    #: ``Committed`` notices sent but not yet processed. They are the one kind of work tied to
+    #: no journal entry, and a notice handed straight to a waiting receiver shows in no channel
+    #: statistics, so they are counted here.
+    committed_in_flight: int = 0
     history_send: trio.MemorySendChannel[HistoryWork] = field(init=False)
     history_recv: trio.MemoryReceiveChannel[HistoryWork] = field(init=False)
     realtime_send: trio.MemorySendChannel[RealtimeItem] = field(init=False)
@@ -42,9 +48,23 @@ class AccountContext:
     def __post_init__(self) -> None:
         self.open_channels()
 
+    def quiet(self) -> bool:
+        """No work in flight between actors: every channel empty and the update applier idle.
+        Together with the journal's backlog this tells that the account is fully drained."""
+        return not self.updates_busy and self.committed_in_flight == 0 and all(
+            channel.statistics().current_buffer_used == 0
+            for channel in (self.history_recv, self.realtime_recv, self.updates_recv)
+        )
+
+    async def announce_committed(self, keys: set[tuple[str, str]]) -> None:
+        """Tell the update applier these messages are stored: updates waiting for them apply."""
+        self.committed_in_flight += 1
+        await self.updates_send.send(Committed(keys))
+
     def open_channels(self) -> None:
         """Fresh channels for a (re)started pipeline. History chunks are large: depth 2 keeps
         memory bounded by about one chunk being written plus one being resolved."""
         self.history_send, self.history_recv = trio.open_memory_channel[HistoryWork](2)
         self.realtime_send, self.realtime_recv = trio.open_memory_channel[RealtimeItem](CHANNEL_DEPTH)
         self.updates_send, self.updates_recv = trio.open_memory_channel[UpdateItem](CHANNEL_DEPTH)
+        self.committed_in_flight = 0

@@ -15,7 +15,7 @@ import trio
 
 from wadaemon.actors.context import AccountContext
 from wadaemon.actors.retry import retry_store
-from wadaemon.actors.work import Committed, HistoryWork
+from wadaemon.actors.work import HistoryWork
 from wadaemon.domain import AccountDoc, HistorySyncResult, ms_to_datetime
 from wadaemon.records import summarise
 
@@ -70,5 +70,5 @@ async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
         len(work.docs), saved, unchanged, dry_run, int((time.monotonic() - started) * 1000),
     )
     if not dry_run:
-        await ctx.updates_send.send(Committed({(d.thread_id, d.id) for d in work.docs}))
+        await ctx.announce_committed({(d.thread_id, d.id) for d in work.docs})
     await ctx.ledger.settle([work.seq])

@@ -21,7 +21,7 @@ import trio
 
 from wadaemon.actors.context import AccountContext
 from wadaemon.actors.retry import retry_store
-from wadaemon.actors.work import Committed, MergeWork, MessageWork, RealtimeItem
+from wadaemon.actors.work import MergeWork, MessageWork, RealtimeItem
 from wadaemon.domain import AccountDoc, MessageDoc, ms_to_datetime
 from wadaemon.records import summarise
 
@@ -116,7 +116,7 @@ async def _commit(ctx: AccountContext, batch: list[RealtimeItem], buffer: _Summa
         last_realtime_error="",
     ))
     buffer.add(docs, [m.seq for m in messages])
-    await ctx.updates_send.send(Committed({(d.thread_id, d.id) for d in docs}))
+    await ctx.announce_committed({(d.thread_id, d.id) for d in docs})
 
 
 async def _flush_summaries(ctx: AccountContext, buffer: _SummaryBuffer) -> None:

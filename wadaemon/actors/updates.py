@@ -44,9 +44,11 @@ class _Pending:
 
 async def run_update_applier(ctx: AccountContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     pending = _Pending()
+    ctx.updates_busy = False
     task_status.started()
     while True:
         items = [await ctx.updates_recv.receive()]
+        ctx.updates_busy = True
         while len(items) < MAX_BATCH:
             try:
                 items.append(ctx.updates_recv.receive_nowait())
@@ -54,9 +56,11 @@ async def run_update_applier(ctx: AccountContext, *, task_status: trio.TaskStatu
                 break
         work = [item for item in items if isinstance(item, UpdateWork)]
         committed: set[Key] = set()
+        notices = 0
         for item in items:
             if isinstance(item, Committed):
                 committed |= item.keys
+                notices += 1
         if work:
             await _apply_new(ctx, pending, work)
         if committed:
@@ -64,6 +68,8 @@ async def run_update_applier(ctx: AccountContext, *, task_status: trio.TaskStatu
         await _expire(ctx, pending)
         ctx.status.pending_receipts, ctx.status.pending_mutations = pending.size()
         ctx.status.pending_entries = len(pending.entries)
+        ctx.committed_in_flight -= notices
+        ctx.updates_busy = False
         ctx.ledger.notify()
 
 
