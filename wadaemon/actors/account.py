@@ -31,6 +31,7 @@ from wadaemon.actors.status_writer import AccountStatusWriter
 from wadaemon.actors.updates import run_update_applier
 from wadaemon.actors.work import EntryLedger
 from wadaemon.config import Settings
+from wadaemon.domain import AccountDoc
 from wadaemon.identity import IdentityResolver
 from wadaemon.journal import Journal, JournalReader
 from wadaemon.status import DaemonStatus
@@ -79,7 +80,10 @@ class AccountRuntime:
                    if settings.capture_dir is not None else None)
         self.sink = JournalSink(self.journal, capture)
         status = board.account(account_id)
+        status.history_request_capability = "available" if transport.supports_history_requests else "unavailable"
         status_writer = AccountStatusWriter(account_id, runner)
+        status_writer.post(AccountDoc(history_sync_capability=status.history_request_capability,
+                                      owner_instance=settings.instance_id, state="connecting"))
         self.ctx = AccountContext(
             account_id=account_id,
             settings=settings,
@@ -134,6 +138,7 @@ class AccountRuntime:
                 await trio.to_thread.run_sync(self.transport.stop)
 
     def _progressed(self) -> None:
+        self.ctx.status.journal_backlog = self.journal.backlog()
         self._progress.set()
         self._progress = trio.Event()
 

@@ -64,6 +64,7 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
                 else:
                     await ctx.updates_send.send(item)
         ctx.status.journal_backlog = ctx.reader.backlog()
+        ctx.status.journal_oldest_pending_ms = ctx.reader.oldest_pending_ms()
 
 
 def _resolve(
@@ -98,6 +99,7 @@ def _resolve(
                  ctx.account_id, event.completed, event.messages)
     elif isinstance(event, PairingEvent):
         if event.paired_jid:
+            ctx.status.phone_jid = event.paired_jid
             ctx.status_writer.post(AccountDoc(phone_jid=event.paired_jid))
         if event.error:
             log.warning("[pairing] accountId=%s error=%s", ctx.account_id, event.error)

@@ -32,6 +32,8 @@ class ReplayTransport:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
+    supports_history_requests = False
+
     def start(self, sink: RawEventSink) -> None:
         self._thread = threading.Thread(target=self._play, args=(sink,), name=f"replay-{self.account_id}", daemon=True)
         self._thread.start()

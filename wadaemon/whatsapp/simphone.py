@@ -662,6 +662,10 @@ class SimPhone:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
     @property
+    def supports_history_requests(self) -> bool:
+        return self.history_requests
+
+    @property
     def online(self) -> bool:
         return self._online
 

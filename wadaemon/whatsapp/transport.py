@@ -53,6 +53,11 @@ class Transport(Protocol):
 
     account_id: str
 
+    @property
+    def supports_history_requests(self) -> bool:
+        """Whether ``request_history`` can work; shown in account status and /diag."""
+        ...
+
     def start(self, sink: RawEventSink) -> None:
         """Connect and start delivering events to ``sink`` from the transport's own thread."""
         ...

@@ -1,0 +1,186 @@
+"""``GET /diag``: what an operator looks at first (SPEC §5, plus per-account progress).
+
+Shape::
+
+    {ready, mode, instanceId, storeBackend, firestoreConnected,
+     latestRealtime: [{accountId, lastRealtimeIngestAt, lastRealtimeMessageAt, lastRealtimeError}],
+     timestamp, accounts: [{accountId, state, journalBacklog, history: {...}, ...}],
+     supervision: {name, kind, state, restarts, lastError, since, children: [...]}}
+
+It never fails because of the store: the status board is in memory, and the store part
+(``firestoreConnected``, ``latestRealtime``) shares one time budget — the store timeout — for
+the ping and the account reads together. When the store is down, slow or raising, the answer
+is ``firestoreConnected: false`` / ``latestRealtime: []`` with a 200.
+
+``firestoreConnected`` is true when the store answers a ping, whatever the backend (SQLite
+too): the name is kept because the Flutter app and ops scripts of the original backend read
+it. ``storeBackend`` says which store that is.
+
+``latestRealtime``: the accounts this instance runs (those on the status board) — or, on an
+instance running none (passive), every account in the store — whose account document has any
+realtime field, newest ``lastRealtimeIngestAt`` first (never-ingested last), at most three.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from supervisors.health import NodeHealth
+from wadaemon.http.context import context_of
+from wadaemon.http.responses import json_response
+from wadaemon.http.store_access import StoreCallFailed
+from wadaemon.status import AccountStatus, Mode
+from wadaemon.store.contract import Store
+
+routes = web.RouteTableDef()
+
+LATEST_REALTIME_LIMIT = 3
+
+
+class RealtimeStatus(msgspec.Struct, rename="camel"):
+    account_id: str
+    last_realtime_ingest_at: datetime | None
+    last_realtime_message_at: datetime | None
+    last_realtime_error: str | None
+
+
+class DiagHistory(msgspec.Struct, rename="camel"):
+    """Mirror of ``wadaemon.status.HistoryProgress`` with wire names."""
+
+    chunks: int
+    last_sync_type: str
+    last_chunk_order: int
+    progress: int
+    saved: int
+    skipped: int
+    errors: int
+    total: int
+
+
+class DiagAccount(msgspec.Struct, rename="camel"):
+    """Mirror of ``wadaemon.status.AccountStatus`` with wire names (a test keeps them in step)."""
+
+    account_id: str
+    state: str
+    phone_jid: str
+    journal_backlog: int
+    journal_oldest_pending_ms: int | None
+    history: DiagHistory
+    history_request_capability: str
+    pending_receipts: int
+    pending_mutations: int
+    pending_entries: int
+    realtime_written: int
+    realtime_errors: int
+    rejected: int
+    last_error: str
+
+
+class SupervisionNode(msgspec.Struct, rename="camel"):
+    """``supervisors.health.NodeHealth`` with wire names and ``since`` as a timestamp."""
+
+    name: str
+    kind: str
+    state: str
+    restarts: int
+    last_error: str | None
+    since: datetime
+    children: list[SupervisionNode]
+
+
+class DiagBody(msgspec.Struct, rename="camel"):
+    ready: bool
+    mode: Mode
+    instance_id: str
+    store_backend: str
+    firestore_connected: bool
+    latest_realtime: list[RealtimeStatus]
+    timestamp: datetime
+    accounts: list[DiagAccount]
+    supervision: Any
+
+
+def read_latest_realtime(
+    store: Store, account_ids: Sequence[str], limit: int = LATEST_REALTIME_LIMIT
+) -> list[RealtimeStatus]:
+    """Blocking: runs in a store worker thread. ``account_ids`` empty → every stored account."""
+    rows: list[RealtimeStatus] = []
+    for account_id in account_ids or store.list_account_ids():
+        doc = store.get_account(account_id)
+        if doc is None:
+            continue
+        row = RealtimeStatus(
+            account_id=account_id,
+            last_realtime_ingest_at=doc.last_realtime_ingest_at,
+            last_realtime_message_at=doc.last_realtime_message_at,
+            last_realtime_error=doc.last_realtime_error,
+        )
+        if (row.last_realtime_ingest_at, row.last_realtime_message_at,
+                row.last_realtime_error) != (None, None, None):
+            rows.append(row)
+
+    def newest_first(row: RealtimeStatus) -> tuple[bool, float, str]:
+        ingest = row.last_realtime_ingest_at
+        return ingest is None, -(ingest.timestamp() if ingest else 0.0), row.account_id
+
+    return sorted(rows, key=newest_first)[:limit]
+
+
+def supervision_tree(tree: Any) -> Any:
+    """The board's supervision snapshot in wire form (anything unknown: msgspec builtins)."""
+    if isinstance(tree, NodeHealth):
+        return _node(tree)
+    return msgspec.to_builtins(tree)
+
+
+def _node(node: NodeHealth) -> SupervisionNode:
+    return SupervisionNode(
+        name=node.name,
+        kind=node.kind,
+        state=node.state,
+        restarts=node.restarts,
+        last_error=node.last_error,
+        since=datetime.fromtimestamp(node.since, UTC),
+        children=[_node(child) for child in node.children],
+    )
+
+
+def diag_account(status: AccountStatus) -> DiagAccount:
+    return msgspec.convert(status, DiagAccount, from_attributes=True)
+
+
+@routes.get("/diag")
+async def diag(request: web.Request) -> web.Response:
+    context = context_of(request)
+    snapshot = context.status.snapshot()
+    gateway = context.store
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + gateway.timeout
+
+    connected = await gateway.reachable()
+    latest: list[RealtimeStatus] = []
+    if connected:
+        account_ids = [account.account_id for account in snapshot.accounts]
+        try:
+            latest = await gateway.call(lambda store: read_latest_realtime(store, account_ids),
+                                        budget=deadline - loop.time())
+        except StoreCallFailed:
+            latest = []
+
+    return json_response(DiagBody(
+        ready=snapshot.ready,
+        mode=snapshot.mode,
+        instance_id=snapshot.instance_id,
+        store_backend=gateway.backend,
+        firestore_connected=connected,
+        latest_realtime=latest,
+        timestamp=datetime.fromtimestamp(context.clock(), UTC),
+        accounts=[diag_account(account) for account in snapshot.accounts],
+        supervision=supervision_tree(snapshot.supervision),
+    ))
