@@ -112,3 +112,26 @@ async def test_a_lid_thread_merges_into_the_phone_number_thread(store: Store, tm
     assert thread is not None and hidden.lid in thread.alias_jids
     ids = {m.id for m in store.list_messages(pn_tid, limit=100)}
     assert {first, second} <= ids
+
+
+async def test_outbound_is_queued_then_settled_under_whatsapps_id(store: Store, tmp_path: Path) -> None:
+    from wadaemon.outbound import send_text
+
+    phone = SimPhone(ACCOUNT, seed=13, chats=4, history_messages=0)
+    chat = phone.chats_of("pn")[0]
+    async with running(settings_for(tmp_path), store, {ACCOUNT: phone}) as daemon:
+        await settle(daemon, [phone])
+        runtime = daemon.accounts[ACCOUNT]
+        ok = await send_text(runtime.ctx, phone, "+" + chat.pn.split("@")[0], "hello from the API")
+        phone.fail_sends("server said no")
+        failed = await send_text(runtime.ctx, phone, chat.pn, "this one fails")
+        await settle(daemon, [phone])
+    tid = thread_id_for(ACCOUNT, chat.pn)
+    messages = {m.id: m for m in store.list_messages(tid, limit=10)}
+    assert ok.status == "sent" and ok.message_id == phone.sent[0].message_id
+    sent = messages[ok.message_id]
+    assert sent.sync_source == "outbound" and sent.body == "hello from the API"
+    assert sent.status == "read"  # the phone's delivered + read receipts reached the re-keyed document
+    assert failed.status == "failed" and messages[failed.message_id].status == "failed"
+    assert not any(m.id.startswith("local-") and m.status == "queued" for m in messages.values())
+    assert len(messages) == 2
