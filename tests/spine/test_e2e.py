@@ -135,3 +135,38 @@ async def test_outbound_is_queued_then_settled_under_whatsapps_id(store: Store, 
     assert failed.status == "failed" and messages[failed.message_id].status == "failed"
     assert not any(m.id.startswith("local-") and m.status == "queued" for m in messages.values())
     assert len(messages) == 2
+
+
+async def test_dry_run_counts_and_writes_nothing(tmp_path: Path) -> None:
+    from wadaemon.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "dry.sqlite")
+    phone = SimPhone(ACCOUNT, seed=2, chats=5, history_messages=200)
+    settings = settings_for(tmp_path, WHATSAPP_HISTORY_SYNC_DRY_RUN="true")
+    async with running(settings, store, {ACCOUNT: phone}) as daemon:
+        await settle(daemon, [phone])
+        progress = daemon.board.account(ACCOUNT).history
+    assert progress.saved == 200 and progress.progress == 100
+    assert store.list_threads(ACCOUNT, limit=10) == []
+    account = store.get_account(ACCOUNT)
+    assert account is not None and account.last_history_sync_result is not None
+    assert account.last_history_sync_result.dry_run is True
+    store.close()
+
+
+async def test_capture_dir_records_every_raw_event_replayably(tmp_path: Path) -> None:
+    from wadaemon.store.sqlite import SqliteStore
+    from wadaemon.whatsapp.capture import decode_capture_line
+
+    store = SqliteStore(tmp_path / "cap.sqlite")
+    phone = SimPhone(ACCOUNT, seed=2, chats=5, history_messages=120, chunk_size=50)
+    settings = settings_for(tmp_path, WADAEMON_CAPTURE_DIR=str(tmp_path / "capture"))
+    async with running(settings, store, {ACCOUNT: phone}) as daemon:
+        await settle(daemon, [phone])
+        phone.emit_inbound(None, "captured too")
+        await settle(daemon, [phone])
+    lines = (tmp_path / "capture" / f"{ACCOUNT}.jsonl").read_text().splitlines()
+    names = [decode_capture_line(line).name for line in lines]
+    assert names.count("HistorySync") == len(list(phone.pairing_history()))
+    assert names.count("Message") == 1 and "Connected" in names
+    store.close()
