@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.spine.harness import dump, running, settings_for, settle
 from wadaemon.domain import thread_id_for
 from wadaemon.store.contract import Store

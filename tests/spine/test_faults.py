@@ -3,7 +3,6 @@ in the same final state as the undisturbed run: nothing lost, nothing duplicated
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import trio
 
 from tests.spine.harness import dump, running, settings_for, settle
 from wadaemon.cli import main as cli_main
@@ -164,13 +164,18 @@ CHILD = textwrap.dedent("""
 async def test_sigkill_mid_history_then_restart_gives_the_same_state(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(data)], stdout=subprocess.PIPE,
-                             cwd=Path(__file__).parents[2], text=True)
+    child = await trio.lowlevel.open_process([sys.executable, "-c", CHILD, str(data)],
+                                             stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
     assert child.stdout is not None
-    line = child.stdout.readline()
+    output = b""
+    with trio.fail_after(120):
+        while b"\n" not in output:
+            chunk = await child.stdout.receive_some()
+            assert chunk, "the child exited before delivering"
+            output += chunk
     child.send_signal(signal.SIGKILL)
-    child.wait(30)
-    assert line.strip() == "DELIVERED"
+    await child.wait()
+    assert output.split(b"\n")[0].strip() == b"DELIVERED"
     journal = Journal(data / "journal" / f"{ACCOUNT}.sqlite", max_backlog=100_000)
     left = journal.backlog()
     journal.close()
