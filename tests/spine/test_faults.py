@@ -141,10 +141,13 @@ CHILD = textwrap.dedent("""
     import sys, time, trio
     from pathlib import Path
     from tests.spine.harness import running, settings_for
+    from wadaemon.store.firestore import FirestoreStore
     from wadaemon.store.sqlite import SqliteStore
     from wadaemon.whatsapp.simphone import SimPhone
 
-    class SlowStore(SqliteStore):
+    base = FirestoreStore if sys.argv[2] == "firestore" else SqliteStore
+
+    class SlowStore(base):
         def upsert_messages(self, docs):
             time.sleep(0.05)  # keeps the pipeline behind the phone, so the kill lands mid-history
             return super().upsert_messages(docs)
@@ -152,7 +155,11 @@ CHILD = textwrap.dedent("""
     async def main():
         data = Path(sys.argv[1])
         phone = SimPhone("acct", seed=9, chats=20, history_messages=3000, chunk_size=100)
-        store = SlowStore(data / "wadaemon.sqlite")
+        if sys.argv[2] == "firestore":
+            store = SlowStore.from_settings(project=sys.argv[3], service_account_json=None,
+                                            credentials_path=None, emulator_host=sys.argv[4])
+        else:
+            store = SlowStore(data / "wadaemon.sqlite")
         async with running(settings_for(data), store, {"acct": phone}):
             await trio.to_thread.run_sync(phone.wait_idle, 60.0)
             print("DELIVERED", flush=True)
@@ -161,10 +168,17 @@ CHILD = textwrap.dedent("""
 """)
 
 
-async def test_sigkill_mid_history_then_restart_gives_the_same_state(tmp_path: Path) -> None:
+async def test_sigkill_mid_history_then_restart_gives_the_same_state(store: Store, tmp_path: Path,
+                                                                    request: pytest.FixtureRequest) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    child = await trio.lowlevel.open_process([sys.executable, "-c", CHILD, str(data)],
+    args = [sys.executable, "-c", CHILD, str(data), store.backend]
+    if store.backend == "firestore":
+        emulator = request.getfixturevalue("firestore_emulator")
+        args += [emulator.project, emulator.hostport]
+    else:
+        store = SqliteStore(data / "wadaemon.sqlite")
+    child = await trio.lowlevel.open_process(args,
                                              stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
     assert child.stdout is not None
     output = b""
@@ -181,7 +195,6 @@ async def test_sigkill_mid_history_then_restart_gives_the_same_state(tmp_path: P
     journal.close()
     assert left > 0, "the kill did not land mid-history"
 
-    store = SqliteStore(data / "wadaemon.sqlite")
     phone = SimPhone(ACCOUNT, seed=9, chats=20, history_messages=3000, chunk_size=100, paired=True)
     async with running(settings_for(data), store, {ACCOUNT: phone}) as daemon:
         await settle(daemon, [phone])
