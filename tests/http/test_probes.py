@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.http.conftest import NOW_S, Serve
+from tests.http.conftest import Serve
 from tests.http.fakes import FakeStore, fetch
 from wadaemon.status import DaemonStatus, Mode
 from wadaemon.store.contract import StoreUnavailable
@@ -88,6 +88,3 @@ def test_ready_needs_no_store(serve: Serve, board: DaemonStatus, fake_store: Fak
     assert fetch(server.port, "/ready", timeout=2.0).status == 200
     assert fake_store.calls == []
 
-
-def test_clock_fixture_is_wall_clock_seconds() -> None:
-    assert NOW_S > 1.7e9

@@ -168,3 +168,23 @@ async def test_capture_dir_records_every_raw_event_replayably(tmp_path: Path) ->
     assert names.count("HistorySync") == len(list(phone.pairing_history()))
     assert names.count("Message") == 1 and "Connected" in names
     store.close()
+
+
+async def test_a_lid_thread_from_before_a_restart_still_merges(store: Store, tmp_path: Path) -> None:
+    phone = SimPhone(ACCOUNT, seed=11, chats=16, history_messages=0, lid_ratio=1.0, group_ratio=0.0)
+    hidden = next(chat for chat in phone.chats if chat.alt_hidden)
+    async with running(settings_for(tmp_path), store, {ACCOUNT: phone}) as daemon:
+        await settle(daemon, [phone])
+        phone.emit_inbound(hidden, "before the restart")
+        await settle(daemon, [phone])
+    phone.reveal(hidden)
+    restarted = SimPhone(ACCOUNT, seed=11, chats=16, history_messages=0, lid_ratio=1.0, group_ratio=0.0, paired=True)
+    restarted.reveal(hidden)
+    async with running(settings_for(tmp_path), store, {ACCOUNT: restarted}) as daemon:
+        await settle(daemon, [restarted])
+        other = next(chat for chat in restarted.chats if chat is not hidden)
+        restarted.emit_inbound(other, "shifts the phone's live-id counter past the first run's")
+        restarted.emit_inbound(hidden, "after the restart, with the number")
+        await settle(daemon, [restarted])
+    assert store.get_thread(thread_id_for(ACCOUNT, hidden.lid)) is None
+    assert len(store.list_messages(thread_id_for(ACCOUNT, hidden.pn), limit=10)) == 2

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import trio
 
 from wadaemon.actors.context import AccountContext
+from wadaemon.actors.retry import retry_store
 from wadaemon.actors.work import (
     HistoryWork,
     MergeWork,
@@ -44,10 +46,18 @@ log = logging.getLogger("wadaemon.dispatch")
 BATCH_ENTRIES = 500
 
 
+#: LID threads looked up at start, so a mapping learned after a restart still merges them.
+KNOWN_THREADS_SCAN = 5000
+
+
 async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     ctx.reader.rewind()
     ctx.ledger.reset()
     task_status.started()
+    threads = await retry_store(ctx, "identity", partial(
+        ctx.runner.read, ctx.runner.store.list_threads, ctx.account_id, limit=KNOWN_THREADS_SCAN))
+    for thread in threads:
+        ctx.identity.note_thread(thread.client_jid)
     while True:
         entries = await ctx.reader.next_batch(BATCH_ENTRIES)
         for entry in entries:
