@@ -44,7 +44,8 @@ from wadaemon.store.contract import Store
 log = logging.getLogger("wadaemon.http")
 
 DEFAULT_STOP_TIMEOUT = 5.0
-#: After the grace period, how long cancelled handlers get to unwind before connections close.
+#: After the grace period, how long cancelled handlers get to unwind. Also aiohttp's own
+#: shutdown timeout, which only matters if a handler ignores its cancellation.
 _CANCEL_GRACE = 0.5
 #: How much longer than the grace ``stop`` waits for the thread before giving up on it.
 _JOIN_MARGIN = 2.0
@@ -199,8 +200,9 @@ class HttpServer:
             if not await in_flight.wait_idle(grace):
                 log.warning("http stop: %d request(s) still running after %.1fs: cancelling",
                             in_flight.count, grace)
+                await in_flight.cancel_all(_CANCEL_GRACE)
         finally:
-            await runner.cleanup()  # closes idle connections, cancels what still runs
+            await runner.cleanup()  # closes the (now idle) connections
             gateway.close()
 
 
