@@ -27,14 +27,14 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.firestore_emulator import FirestoreEmulator, _locate  # noqa: E402
-from tests.spine.harness import running, settings_for, settle  # noqa: E402
-from wadaemon.records import message_doc  # noqa: E402
-from wadaemon.store.encoding import document_fields, escape_doc_id  # noqa: E402
-from wadaemon.store.firestore import FirestoreStore  # noqa: E402
-from wadaemon.store.sqlite import SqliteStore  # noqa: E402
-from wadaemon.whatsapp.simphone import SimPhone  # noqa: E402
-from wadaemon.whatsapp.translate import translate  # noqa: E402
+from tests.firestore_emulator import FirestoreEmulator, _locate
+from tests.spine.harness import running, settings_for, settle
+from wadaemon.records import message_doc
+from wadaemon.store.encoding import document_fields, escape_doc_id
+from wadaemon.store.firestore import FirestoreStore
+from wadaemon.store.sqlite import SqliteStore
+from wadaemon.whatsapp.simphone import SimPhone
+from wadaemon.whatsapp.translate import translate
 
 ACCOUNT = "bench"
 RESULTS = Path(__file__).parent / "results" / "latest.json"
