@@ -1,4 +1,5 @@
-"""Account status writes are coalesced: at most one per second, later fields win, none lost."""
+"""Account status writes are coalesced: at most one per second (routine fields: one per ten
+seconds), later fields win, none lost."""
 
 from __future__ import annotations
 
@@ -89,3 +90,30 @@ async def test_shutdown_flushes_the_last_patch(autojump_clock: trio.testing.Mock
         writer.post(AccountDoc(state="disconnected"))
         nursery.cancel_scope.cancel()
     assert [w.state for _, w in store.writes] == ["connected", "disconnected"]
+
+
+async def test_routine_fields_wait_for_company_and_a_prompt_patch_takes_them_along(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Each write's patch is taken when its flush starts (in trio time), so the fields it
+    carries tell when it started; recorded times would not (the simulated clock runs on while
+    the worker thread writes)."""
+    store = RecordingStore()
+    store.clock_now = lambda: trio.from_thread.run_sync(trio.current_time)
+    writer = AccountStatusWriter("a", StoreRunner(store))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        writer.post(AccountDoc(history_sync_count=1), routine=True)
+        await trio.sleep(5)
+        assert store.writes == []  # routine alone: still waiting for company
+        writer.post(AccountDoc(state="connected"))  # prompt: written now, the count along
+        await trio.sleep(2)
+        for count in range(2, 30):  # a busy account: routine progress every second
+            writer.post(AccountDoc(history_sync_count=count), routine=True)
+            await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    counts = [w.history_sync_count for _, w in store.writes]
+    assert store.writes[0][1].state == "connected" and counts[0] == 1
+    assert counts[1] is not None and counts[1] >= 10  # next write >= 10 s later, not at once
+    assert len(counts) <= 5  # 28 routine posts: a few writes
+    assert counts[-1] == 29  # nothing lost (the last one flushed at shutdown)

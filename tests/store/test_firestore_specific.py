@@ -29,6 +29,7 @@ from wadaemon.domain import (
     Lease,
     MessageDoc,
     MessageMutation,
+    ReceiptUpdate,
     ThreadSummary,
     ms_to_datetime,
     thread_id_for,
@@ -210,11 +211,13 @@ def test_slash_in_ids_is_escaped(firestore_store: FirestoreStore, raw: Any) -> N
 
 
 class _CountingClient:
-    """Wraps the client to count commits."""
+    """Wraps the client to count commits: the writes of each one that succeeded, and the
+    writes of each one that was refused."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
         self.commits: list[int] = []
+        self.refused: list[int] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -224,25 +227,54 @@ class _CountingClient:
         commit = batch.commit
 
         def counted(**kwargs: Any) -> Any:
-            self.commits.append(len(batch._write_pbs))
-            return commit(**kwargs)
+            writes = len(batch._write_pbs)
+            try:
+                result = commit(**kwargs)
+            except Exception:
+                self.refused.append(writes)
+                raise
+            self.commits.append(writes)
+            return result
 
         batch.commit = counted
         return batch
 
 
-def test_1200_upserts_take_three_commits(firestore_store: FirestoreStore) -> None:
+def test_1200_new_messages_take_three_create_commits_and_no_read(firestore_store: FirestoreStore) -> None:
     counting = _CountingClient(firestore_store.client)
     store = FirestoreStore(counting)
+    reads: list[int] = []
+    get_all = counting._client.get_all
+    counting.get_all = lambda refs, **kw: (reads.append(len(refs)), get_all(refs, **kw))[1]  # type: ignore[attr-defined]
     docs = [message(f"M{i:04d}", ts_ms=T0 + i) for i in range(1200)]
     result = store.upsert_messages(docs)
     assert (result.written, result.unchanged, result.commits) == (1200, 0, 3)
-    assert counting.commits == [500, 500, 200]
+    assert sorted(counting.commits) == [200, 500, 500]  # committed concurrently, in any order
+    assert reads == []
     assert len(store.list_messages(TID, limit=2000)) == 1200
     assert store.newest_message(TID) == store.get_message(TID, "M1199")
     replay = store.upsert_messages(docs)
     assert (replay.written, replay.unchanged, replay.commits) == (0, 1200, 0)
-    assert counting.commits == [500, 500, 200]
+    assert sorted(counting.commits) == [200, 500, 500]  # the replay wrote nothing...
+    assert sorted(counting.refused) == [200, 500, 500]  # ...its optimistic creates were refused whole
+    assert sorted(reads) == [200, 500, 500]  # ...and it merged after reading
+
+
+def test_a_group_with_one_stored_message_merges_instead_and_loses_nothing(firestore_store: FirestoreStore) -> None:
+    """One stored document makes the whole create commit fail: nothing of it lands, the group
+    is merged, the stored message keeps its status and the field another tool wrote."""
+    first = message("M0001", ts_ms=T0 + 1)
+    firestore_store.upsert_messages([first])
+    firestore_store.apply_receipts([ReceiptUpdate(thread_id=TID, message_id="M0001", kind="read", ts_ms=T0 + 9)])
+    ref = firestore_store.client.collection("threads").document(TID).collection("messages").document("M0001")
+    ref.update({"starredBy": "flutter"})
+    docs = [message(f"M{i:04d}", ts_ms=T0 + i, status="delivered") for i in range(5)]
+    result = firestore_store.upsert_messages(docs)
+    assert (result.written, result.unchanged) == (4, 1)
+    assert [m.id for m in firestore_store.list_messages(TID, limit=10, order="asc")] == [f"M{i:04d}" for i in range(5)]
+    kept = firestore_store.get_message(TID, "M0001")
+    assert kept is not None and kept.status == "read"
+    assert ref.get().to_dict()["starredBy"] == "flutter"
 
 
 def _race(store: FirestoreStore, kind: Any, contenders: int, now: int) -> list[Lease | None]:

@@ -1,4 +1,4 @@
-"""The history ingester: one history-sync chunk at a time, in batches of at most 500 writes.
+"""The history ingester: one history-sync chunk at a time, handed to the store whole.
 
 A chunk is written, its threads' summaries advanced once (ordered by the messages' own
 timestamps, never by arrival), progress posted, and only then is its journal entry settled: a
@@ -21,8 +21,6 @@ from wadaemon.records import summarise
 
 log = logging.getLogger("wadaemon.history")
 
-WRITE_BATCH = 500
-
 
 async def run_history_ingester(ctx: AccountContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     task_status.started()
@@ -38,11 +36,8 @@ async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
     saved = 0
     unchanged = work.skipped
     if not dry_run:
-        for start in range(0, len(work.docs), WRITE_BATCH):
-            batch = work.docs[start:start + WRITE_BATCH]
-            result = await retry_store(ctx, "history-sync", partial(ctx.runner.write, ctx.account_id, store.upsert_messages, batch))
-            saved += result.written
-            unchanged += result.unchanged
+        result = await retry_store(ctx, "history-sync", partial(ctx.runner.write, ctx.account_id, store.upsert_messages, work.docs))
+        saved, unchanged = result.written, unchanged + result.unchanged
         summaries = summarise(work.docs, names=work.names, groups=work.groups)
         if summaries:
             await retry_store(ctx, "history-sync", lambda: ctx.runner.write(ctx.account_id, store.advance_threads, summaries))
@@ -63,7 +58,7 @@ async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
             saved=progress.saved, skipped=progress.skipped, errors=progress.errors,
             total=progress.total, dry_run=dry_run,
         ),
-    ))
+    ), routine=True)
     log.info(
         "[history-sync] accountId=%s type=%s chunk=%d progress=%d conversations=%d messages=%d saved=%d skipped=%d dryRun=%s durationMs=%d",
         ctx.account_id, work.sync_type, work.chunk_order, work.progress, len(work.names) or len({d.client_jid for d in work.docs}),

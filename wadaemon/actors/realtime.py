@@ -114,7 +114,7 @@ async def _commit(ctx: AccountContext, batch: list[RealtimeItem], buffer: _Summa
         last_realtime_ingest_at=ms_to_datetime(now_ms),
         last_realtime_message_at=ms_to_datetime(newest),
         last_realtime_error="",
-    ))
+    ), routine=True)
     buffer.add(docs, [m.seq for m in messages])
     await ctx.announce_committed({(d.thread_id, d.id) for d in docs})
 

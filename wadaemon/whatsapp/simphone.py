@@ -621,15 +621,19 @@ class SimPhone:
             self._put(("control", P.raw(P.stream_replaced())))
 
     def run_live(self, rate_per_s: float, duration_s: float, *, outbound_ratio: float = 0.15,
-                 receipt_ratio: float = 0.1) -> int:
+                 receipt_ratio: float = 0.1, zipf_s: float = 0.0) -> int:
         """Queue a paced stream of live traffic (inbound texts, phone-sent texts, receipts for
-        them); returns how many events it will emit. Pacing waits on the stop event."""
+        them); returns how many events it will emit. Pacing waits on the stop event.
+
+        Chats are picked uniformly, or with ``zipf_s > 0`` by Zipf's law (the k-th chat with
+        weight 1/k**s: a few busy groups carry most of the traffic, as on real accounts)."""
         total = int(rate_per_s * duration_s)
-        self._put_stream(self._live_stream(total, rate_per_s, outbound_ratio, receipt_ratio))
+        weights = list(itertools.accumulate(1 / (k + 1) ** zipf_s for k in range(len(self.chats))))
+        self._put_stream(self._live_stream(total, rate_per_s, outbound_ratio, receipt_ratio, weights))
         return total
 
     def _live_stream(self, total: int, rate: float, outbound_ratio: float,
-                     receipt_ratio: float) -> Iterator[RawEvent]:
+                     receipt_ratio: float, cum_weights: list[float]) -> Iterator[RawEvent]:
         started = time.monotonic()
         recent: deque[tuple[SimChat, str]] = deque(maxlen=64)
         for step in range(total):
@@ -638,7 +642,7 @@ class SimPhone:
             if delay > 0 and session is not None:
                 session.stopping.wait(delay)  # pacing; a stop cuts it short and holds the rest
             with self._lock:
-                chat = self.chats[self._rng.randrange(len(self.chats))]
+                chat = self._rng.choices(self.chats, cum_weights=cum_weights)[0]
                 roll = self._rng.random()
                 n, ts_ms = self._tick()
                 if roll < receipt_ratio and recent:
