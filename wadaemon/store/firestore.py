@@ -8,15 +8,17 @@ Layout (document ids escaped with ``escape_doc_id``)::
     whatsapp_account_leases/{accountId}               {ownerId, expiresAtMs, acquiredAt}
     whatsapp_backfill_locks/{accountId}               {ownerId, expiresAtMs, startedAt}
 
-How writes work: every batch operation reads the documents it touches with one
+How writes work: every batch operation reads the documents it touches with
 ``client.get_all`` (per 500 references), applies the pure rules of ``wadaemon.store.merge``,
-and writes only the documents that changed, in ``WriteBatch`` commits of at most 500 writes.
-A changed document is written with ``set(changed_fields, merge=[their top-level names])``:
-each changed top-level field is replaced *whole* (a map such as ``reactions`` loses removed
-keys, which ``merge=True`` would keep), fields that became absent are removed with
-``DELETE_FIELD``, and fields this daemon does not know (written by the Flutter app or other
-tools) survive. Read-modify-write without transactions is safe because the contract
-serialises writes per account (``StoreRunner`` lanes).
+and writes only the documents that changed, in commits of at most 500 writes, several
+commits of one call in flight at once (``RPC_CONCURRENCY``; they touch distinct documents).
+A changed document is written with an update mask naming its changed top-level fields
+(``firestore_wire``: the semantics of ``set(fields, merge=[names])``): each is replaced
+*whole* (a map such as ``reactions`` loses removed keys, which ``merge=True`` would keep),
+fields that became absent are deleted, and fields this daemon does not know (written by the
+Flutter app or other tools) survive. Read-modify-write without transactions is safe because
+the contract serialises writes per account (``StoreRunner`` lanes). ``upsert_messages`` first
+tries to *create* each group without reading (see there): new messages are the common case.
 
 Leases are compare-and-swap on the document's ``update_time`` (``create()`` when absent):
 transactions nearly stall on the emulator under contention, and CAS is equally valid on
