@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.api_core import exceptions as gexc
 
 from tests.firestore_emulator import (
     INSTALL_HINT,
@@ -258,6 +259,47 @@ def test_1200_new_messages_take_three_create_commits_and_no_read(firestore_store
     assert sorted(counting.commits) == [200, 500, 500]  # the replay wrote nothing...
     assert sorted(counting.refused) == [200, 500, 500]  # ...its optimistic creates were refused whole
     assert sorted(reads) == [200, 500, 500]  # ...and it merged after reading
+
+
+class _FailingSecondCommit(_CountingClient):
+    """The second commit of the client's life fails with an outage; the others go through."""
+
+    def batch(self) -> Any:
+        batch = super().batch()
+        counted = batch.commit
+
+        def commit(**kwargs: Any) -> Any:
+            with self._lock:
+                self.attempts += 1
+                fail = self.attempts == 2
+            if fail:
+                raise gexc.ServiceUnavailable("injected: connection reset mid-call")
+            return counted(**kwargs)
+
+        batch.commit = commit
+        return batch
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.attempts = 0
+        self._lock = threading.Lock()
+
+
+def test_an_outage_mid_call_raises_unavailable_and_the_retry_lands_everything_once(firestore_store: FirestoreStore) -> None:
+    """Groups are committed concurrently: when one fails the others may have landed. The call
+    raises ``StoreUnavailable`` only after all have finished, and the caller's retry creates
+    what is missing and merges (writes nothing for) what landed: no loss, no duplicate."""
+    failing = _FailingSecondCommit(firestore_store.client)
+    store = FirestoreStore(failing)
+    docs = [message(f"M{i:04d}", ts_ms=T0 + i) for i in range(1500)]
+    with pytest.raises(StoreUnavailable, match="injected"):
+        store.upsert_messages(docs)
+    landed = len(store.list_messages(TID, limit=2000))
+    assert landed == 1000  # two of three groups committed before the call gave up
+    retry = store.upsert_messages(docs)
+    assert (retry.written, retry.unchanged) == (500, 1000)
+    stored = store.list_messages(TID, limit=2000, order="asc")
+    assert [m.id for m in stored] == [d.id for d in docs]
 
 
 def test_a_group_with_one_stored_message_merges_instead_and_loses_nothing(firestore_store: FirestoreStore) -> None:
