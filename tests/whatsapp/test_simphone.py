@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import tracemalloc
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -413,6 +414,23 @@ def test_run_live_is_deterministic_and_paced_on_the_phone_thread(phones: list[Si
     assert first == session()
     kinds = {type(e).__name__ for raw in first for e in translate(ACC, raw)}
     assert kinds == {"MessageEvent", "ReceiptEvent"}
+
+
+def test_run_live_with_zipf_puts_most_traffic_on_the_first_chats(phones: list[SimPhone]) -> None:
+    def per_chat(zipf_s: float) -> Counter[str]:
+        phone = SimPhone(ACC, 17, chats=20, history_messages=0, paired=True)
+        recorder = run(phones, phone)
+        phone.run_live(rate_per_s=20_000, duration_s=0.1, receipt_ratio=0.0, zipf_s=zipf_s)
+        assert phone.wait_idle(WAIT)
+        phone.stop()
+        events = [e for raw in recorder.raws for e in translate(ACC, raw) if isinstance(e, MessageEvent)]
+        return Counter(e.chat.jid for e in events)
+
+    uniform, skewed = per_chat(0.0), per_chat(1.2)
+    assert sum(uniform.values()) == sum(skewed.values()) == 2000
+    assert max(uniform.values()) < 200  # about 100 each
+    top_two = sum(n for _, n in skewed.most_common(2))
+    assert top_two > 900  # expected (1 + 2**-1.2) / H(20, 1.2) = 0.50 of the traffic, 1004
 
 
 def test_blocking_sink_is_backpressure_and_stop_holds_the_rest(phones: list[SimPhone]) -> None:
