@@ -117,3 +117,29 @@ async def test_routine_fields_wait_for_company_and_a_prompt_patch_takes_them_alo
     assert counts[1] is not None and counts[1] >= 10  # next write >= 10 s later, not at once
     assert len(counts) <= 5  # 28 routine posts: a few writes
     assert counts[-1] == 29  # nothing lost (the last one flushed at shutdown)
+
+
+async def test_a_patch_waiting_for_the_lane_at_shutdown_is_not_lost(autojump_clock: trio.testing.MockClock) -> None:
+    """Cancelled while another write holds the account's lane: the final flush still writes it."""
+    store = RecordingStore()
+    store.clock_now = lambda: trio.from_thread.run_sync(trio.current_time)
+    runner = StoreRunner(store)  # type: ignore[arg-type]
+    writer = AccountStatusWriter("a", runner)
+    held, release = trio.Event(), trio.Event()
+
+    async def long_chunk() -> None:  # a long history chunk holds the account's lane
+        async with runner.lane("a"):
+            held.set()
+            await release.wait()
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(long_chunk)
+        await held.wait()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            writer.post(AccountDoc(state="connected"))
+            await trio.testing.wait_all_tasks_blocked()  # the flush is waiting for the lane
+            assert store.writes == []
+            nursery.cancel_scope.cancel()
+            release.set()  # the chunk finishes while the writer shuts down
+    assert [w.state for _, w in store.writes] == ["connected"]

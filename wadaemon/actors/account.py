@@ -6,7 +6,7 @@
     ├── status-writer       coalesced accounts/{id} writes
     ├── pipeline            one_for_all: a crash anywhere replays the journal from the start
     │   ├── dispatcher      journal -> translate -> resolve identity -> work
-    │   ├── history         history-sync chunks, 500 writes per batch
+    │   ├── history         history-sync chunks, one store call each (<= 500 writes per commit)
     │   ├── realtime        group-committed live messages, coalesced thread summaries
     │   └── updates         receipts, edits, revokes, reactions (kept until their message lands)
     └── socket              the WhatsApp transport, delivering into the journal

@@ -77,8 +77,13 @@ class AccountStatusWriter:
         try:
             await self._runner.write(self.account_id, self._runner.store.update_account, self.account_id, patch)
             self.writes += 1
-        except Exception as exc:  # the store contract raises StoreError; keep the patch either way
+        except BaseException as exc:
+            # Keep the patch whatever happened: a store error is retried at the next interval; a
+            # cancellation (e.g. while waiting for the account's lane at shutdown) leaves it for
+            # the final flush.
             self._pending = fold_patch(patch, self._pending) if self._pending else patch
             self._wakeup.set()
             self._prompt.set()
+            if not isinstance(exc, Exception):
+                raise
             log.warning("[status] accountId=%s status write failed: %s", self.account_id, exc)
