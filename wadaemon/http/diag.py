@@ -79,6 +79,7 @@ class DiagAccount(msgspec.Struct, rename="camel"):
     realtime_written: int
     realtime_errors: int
     rejected: int
+    capture_errors: int
     last_error: str
 
 
