@@ -7,12 +7,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import trio
 
 from wadaemon.config import ConfigError, Settings, load_settings
 from wadaemon.logs import setup_logging
+
+if TYPE_CHECKING:
+    from wadaemon.daemon import TransportFactory
 
 log = logging.getLogger("wadaemon.cli")
 
@@ -52,26 +56,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(settings: Settings) -> int:
-    from wadaemon.daemon import Daemon
-    from wadaemon.store import open_store
     from wadaemon.whatsapp.neonize_transport import NeonizeTransport, paired_accounts
 
     sessions = settings.data_dir / "sessions"
     accounts = list(settings.accounts) or paired_accounts(sessions)
     if not accounts:
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
-    store = open_store(settings)
 
     def transport(account_id: str) -> NeonizeTransport:
         return NeonizeTransport(account_id, sessions / f"{account_id}.db",
                                 full_history=settings.sync_full_history)
 
+    run_daemon(settings, accounts, transport)
+    return 0
+
+
+def run_daemon(settings: Settings, accounts: Sequence[str], transport: TransportFactory) -> None:
+    """``wadaemon run`` once its accounts and transports are chosen: the daemon until a signal,
+    then the store closed (bounded, so a frozen store cannot hold the exit)."""
+    from wadaemon.daemon import Daemon
+    from wadaemon.store import close_store, open_store
+
+    store = open_store(settings)
     daemon = Daemon(settings, store, accounts, transport)
     try:
         trio.run(daemon.run)
     finally:
-        store.close()
-    return 0
+        close_store(store)
 
 
 def _pair(settings: Settings, account_id: str, phone: str | None) -> int:
@@ -102,7 +113,7 @@ class ReplayReport(msgspec.Struct, rename="camel"):
 
 def _replay(settings: Settings, account_id: str, path: Path) -> int:
     from wadaemon.daemon import Daemon
-    from wadaemon.store import open_store
+    from wadaemon.store import close_store, open_store
     from wadaemon.whatsapp.replay import ReplayTransport
 
     if not path.is_file():
@@ -122,7 +133,7 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
     try:
         trio.run(replay)
     finally:
-        store.close()
+        close_store(store)
     status = daemon.board.account(account_id)
     report = ReplayReport(
         account=account_id, file=str(path), delivered=transport.delivered,

@@ -7,9 +7,22 @@
     └── accounts             one_for_one, one subtree per account (wadaemon.actors.account)
 
 Global scheduler actors (auto-backfill, recent-sync, repair, leases) join the root as siblings
-of ``accounts`` when their issues land. Shutdown (SIGTERM/SIGINT or ``stop``): /ready turns 503,
-the tree is cancelled, every writer flushes what it holds within its own bound, the journals
-close. Whatever was not flushed is still in the journal and is replayed at the next start.
+of ``accounts`` when their issues land.
+
+Shutdown (SIGTERM/SIGINT or ``stop``) is ordered and bounded, so the process is gone within
+30 s whatever the store does (systemd's stop timeout would SIGKILL it otherwise):
+
+1. /ready turns 503 — the HTTP listener stays up through the drain, so a load balancer sees
+   "draining", not "connection refused";
+2. the ``accounts`` subtree is stopped: each writer flushes what it holds (each within its own
+   bound), each transport stops (bounded too); if that takes longer than ``ACCOUNTS_STOP_S``
+   (a frozen store), the store calls still in flight are abandoned (``StoreRunner.abandon``)
+   and the accounts get ``ABANDON_GRACE_S`` more to unwind;
+3. the rest of the tree (HTTP) is cancelled: the listener closes last;
+4. the journals close, and the log says how many entries each still holds.
+
+Whatever was not flushed is still in the journal and is replayed at the next start. A second
+signal skips the wait: store calls are abandoned and everything is cancelled at once.
 """
 
 from __future__ import annotations
@@ -32,6 +45,12 @@ from wadaemon.whatsapp.transport import Transport
 log = logging.getLogger("wadaemon")
 
 TransportFactory = Callable[[str], Transport]
+
+#: Shutdown budget for the accounts' own flushes before store calls are abandoned, and the
+#: grace after that. With the HTTP stop (<= 7 s) and the store close (<= 3 s) this stays
+#: within the 30 s a stop may take.
+ACCOUNTS_STOP_S = 12.0
+ABANDON_GRACE_S = 3.0
 
 
 class Daemon:
@@ -61,7 +80,7 @@ class Daemon:
         }
         self.serve = serve
         self.http: Any = None
-        self._cancel = trio.CancelScope()
+        self._stop_requested = trio.Event()
         self.root = Supervisor("wadaemon", self._children(), strategy="one_for_one")
         self.board.set_supervision(self.root.snapshot)
 
@@ -83,31 +102,63 @@ class Daemon:
         return children
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled, ``stop()``, SIGTERM or SIGINT."""
+        """Run until cancelled, ``stop()``, SIGTERM or SIGINT (see the module docstring)."""
         log.info("wadaemon starting instance=%s store=%s accounts=%s",
                  self.settings.instance_id, self.store.backend, ",".join(self.accounts) or "-")
         try:
-            with self._cancel:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._watch_signals, nursery.cancel_scope)
-                    await nursery.start(self.root.run)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+                nursery.start_soon(self._stop_when_requested, nursery.cancel_scope)
+                await nursery.start(self.root.run)
+                if not self._stop_requested.is_set():
                     self.board.set_mode("active" if self.accounts else "passive")
-                    log.info("wadaemon ready mode=%s", self.board.mode)
-                    task_status.started()
+                log.info("wadaemon ready mode=%s", self.board.mode)
+                task_status.started()
         finally:
             self.board.set_mode("stopping")
+            left = {account_id: runtime.journal.backlog() for account_id, runtime in self.accounts.items()}
             for runtime in self.accounts.values():
                 runtime.close()
-            log.info("wadaemon stopped")
+            log.info("wadaemon stopped journalEntriesLeft=%d%s", sum(left.values()),
+                     "".join(f" {a}={n}" for a, n in left.items() if n))
 
     def stop(self) -> None:
+        """Begin the ordered shutdown; ``run`` returns once it is done."""
         self.board.set_mode("stopping")
-        self._cancel.cancel()
+        self._stop_requested.set()
+
+    async def _stop_when_requested(self, scope: trio.CancelScope) -> None:
+        await self._stop_requested.wait()
+        await self._stop_accounts()
+        scope.cancel()
+
+    async def _stop_accounts(self) -> None:
+        stopped = trio.Event()
+
+        async def stop() -> None:
+            await self.root.stop_child("accounts")
+            stopped.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop)
+            with trio.move_on_after(ACCOUNTS_STOP_S):
+                await stopped.wait()
+            if not stopped.is_set():
+                log.warning("wadaemon stop: accounts still flushing after %.0fs: abandoning %d store"
+                            " call(s); what they held stays journaled", ACCOUNTS_STOP_S, self.runner.abandon())
+                with trio.move_on_after(ABANDON_GRACE_S):
+                    await stopped.wait()
+            nursery.cancel_scope.cancel()
 
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                log.info("wadaemon received %s: stopping", signal.Signals(signum).name)
-                self.board.set_mode("stopping")
+                name = signal.Signals(signum).name
+                if not self._stop_requested.is_set():
+                    log.info("wadaemon received %s: stopping", name)
+                    self.stop()
+                    continue
+                log.warning("wadaemon received %s again: stopping now, abandoning %d store call(s)",
+                            name, self.runner.abandon())
                 scope.cancel()
                 return
