@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,7 +74,12 @@ def _adopt(settings: Settings, accounts: list[str], *, apply: bool, rate: float,
             return 0
         sessions = settings.data_dir / "sessions"
 
+        shown = [0.0]
+
         def progress(p: Progress) -> None:
+            if time.monotonic() - shown[0] < 1.0 and p.threads_done < p.threads_total:
+                return
+            shown[0] = time.monotonic()
             eta = f", about {p.eta_s:.0f} s left" if p.eta_s is not None else ""
             print(f"adopt {p.account_id}: {p.phase} {p.threads_done}/{p.threads_total} threads, "
                   f"{p.documents} documents, {p.writes} writes{eta}", file=sys.stderr, flush=True)
@@ -103,6 +109,10 @@ def _run(settings: Settings) -> int:
     if not accounts:
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
     store = open_store(settings)
+    if store.backend == "firestore":
+        from wadaemon.adopt.runner import warn_if_unadopted
+
+        warn_if_unadopted(store, accounts)
 
     def transport(account_id: str) -> NeonizeTransport:
         return NeonizeTransport(account_id, sessions / f"{account_id}.db",

@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from tests.legacy import generator as g
-from wadaemon.adopt.runner import Adopter, AccountReport, format_report, legacy_reasons
+from wadaemon.adopt.runner import (
+    AccountReport,
+    Adopter,
+    format_report,
+    legacy_reasons,
+    warn_if_unadopted,
+)
 from wadaemon.store.firestore import FirestoreStore
 from wadaemon.store.legacy import LegacyFirestore
 
@@ -184,10 +190,93 @@ def test_a_document_the_daemon_changes_mid_run_is_re_read_not_overwritten(legacy
     assert not client.document(f"threads/{g.tid(g.P1_LID)}/messages/m6").get().exists
 
 
-def test_legacy_documents_are_noticed_until_adopted(legacy_db: FirestoreStore) -> None:
+def test_legacy_documents_are_noticed_until_adopted(legacy_db: FirestoreStore, caplog: Any) -> None:
+    with caplog.at_level("WARNING", logger="wadaemon.adopt"):
+        assert warn_if_unadopted(legacy_db, [g.OTHER]) == 1
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert f"accountId={g.ACCOUNT}" in line and f"wadaemon adopt --account {g.ACCOUNT}" in line
     legacy = LegacyFirestore(legacy_db)
     reasons = legacy_reasons(legacy, g.ACCOUNT)
     assert "accounts.waJid" in reasons and "threads.isLid" in reasons
     assert legacy_reasons(legacy, g.OTHER) == []
     adopt_all(legacy_db)
     assert legacy_reasons(legacy, g.ACCOUNT) == []
+    assert warn_if_unadopted(legacy_db, [g.ACCOUNT, g.OTHER]) == 0
+
+
+async def test_after_adoption_live_traffic_lands_on_the_merged_threads(legacy_db: FirestoreStore, tmp_path: Any) -> None:
+    """A message still addressed by the LID that adoption merged (the session's LID store does
+    not know it: only the old backend's redirect did) lands in the person's phone thread."""
+    import trio
+
+    from tests.spine.harness import running, settings_for
+    from wadaemon.whatsapp import protos as P
+    from wadaemon.whatsapp.simphone import SimPhone
+
+    adopt_all(legacy_db)
+    phone = SimPhone(g.ACCOUNT, chats=0, history_messages=0, paired=True)
+    settings = settings_for(tmp_path)
+    async with running(settings, legacy_db, {g.ACCOUNT: phone}) as daemon:
+        phone.emit_raw(P.raw(P.message_event(chat=g.P1_LID, sender=g.P1_LID, message_id="LIVE1",
+                                             content=P.text("after adoption"), ts_ms=g.ms(g.at(90)))))
+        assert await trio.to_thread.run_sync(phone.wait_idle, 30.0)
+        with trio.fail_after(30):
+            await daemon.accounts[g.ACCOUNT].wait_drained()
+    assert legacy_db.get_message(g.tid(g.P1), "LIVE1") is not None
+    assert legacy_db.get_thread(g.tid(g.P1_LID)) is None
+    assert legacy_db.get_thread(g.tid(g.P1)).last_message_at_ms == g.ms(g.at(90))  # type: ignore[union-attr]
+
+
+def _comparable(snap: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A snapshot without what records *when* adoption ran (checkpoints, set-aside times)."""
+    out = {}
+    for path, fields in snap.items():
+        if path.startswith("wadaemon_adopt/"):
+            continue
+        fields = {k: v for k, v in fields.items() if k != "adoptSetAsideAt"}
+        if "adoptCleared" in fields:
+            fields["adoptCleared"] = {k: v for k, v in fields["adoptCleared"].items() if k != "clearedAt"}
+        out[path] = fields
+    return out
+
+
+@pytest.mark.slow
+def test_the_adopt_command_sigkilled_midway_and_run_again_ends_the_same(
+    firestore_store: FirestoreStore, firestore_emulator: Any, tmp_path: Any
+) -> None:
+    """The real command in a child process, SIGKILLed once it has written part of a larger
+    database, then run again: the result equals an uninterrupted run's."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    client = firestore_store.client
+    g.write(client, dict(g.bulk(accounts=1, threads=20, messages=15)))
+    adopter(firestore_store).adopt_account(f"account_prod_{0:032x}")
+    clean = _comparable(snapshot(client))
+    firestore_emulator.reset()
+    g.write(client, dict(g.bulk(accounts=1, threads=20, messages=15)))
+
+    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": firestore_emulator.hostport,
+           "FIRESTORE_PROJECT": firestore_emulator.project, "WADAEMON_DATA_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "wadaemon.cli", "adopt", "--apply", "--rate", "300"]
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stderr is not None
+        for line in child.stderr:  # progress lines: kill once some threads are done
+            done = re.search(r": threads (\d+)/", line)
+            if done and int(done.group(1)) >= 5:
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    partial = _comparable(snapshot(client))
+    assert partial != clean, "the command finished before it was killed: nothing was tested"
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resumed from threads:" in rerun.stdout
+    assert _comparable(snapshot(client)) == clean

@@ -36,7 +36,7 @@ from typing import Any
 import msgspec
 
 from wadaemon.adopt import rules
-from wadaemon.store.contract import StoreError
+from wadaemon.store.contract import Store, StoreError
 from wadaemon.store.legacy import (
     Conflict,
     LegacyFirestore,
@@ -46,6 +46,7 @@ from wadaemon.store.legacy import (
     checkpoint_path,
     lock_path,
     message_path,
+    open_legacy,
     orphan_path,
     thread_path,
 )
@@ -151,7 +152,7 @@ class Adopter:
         apply: bool,
         lid_map: Callable[[str], Mapping[str, str]] = lambda _: {},
         rate: float = 500.0,
-        page: int = 200,
+        page: int = 50,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -242,14 +243,14 @@ class Adopter:
                         self._adopt_thread(report, account_id, thread, lid_map)
                     else:
                         self._retrying(report, lambda t=thread: self._fix_summary(report, t))  # type: ignore[misc]
-                done += len(page)
+                    done += 1
+                    if self._progress is not None:
+                        self._progress(Progress(
+                            account_id=account_id, phase=phase, threads_done=done, threads_total=total,
+                            documents=report.messages_scanned + report.threads_scanned,
+                            writes=report.writes, elapsed_s=self._clock() - started))
                 checkpoint = Checkpoint(phase=phase, cursor=page[-1].path.rsplit("/", 1)[1])
                 self._save_checkpoint(account_id, checkpoint)
-                if self._progress is not None:
-                    self._progress(Progress(
-                        account_id=account_id, phase=phase, threads_done=done, threads_total=total,
-                        documents=report.messages_scanned + report.threads_scanned,
-                        writes=report.writes, elapsed_s=self._clock() - started))
             checkpoint = Checkpoint(phase=PHASES[PHASES.index(phase) + 1])
             self._save_checkpoint(account_id, checkpoint, finished=checkpoint.phase == "done")
         report.done = True
@@ -442,6 +443,27 @@ def legacy_reasons(legacy: LegacyFirestore, account_id: str, *, sample: int = 50
     found = sorted({name for thread in first for name in rules.LEGACY_THREAD_MARKERS if name in thread.fields})
     reasons.extend(f"threads.{name}" for name in found)
     return reasons
+
+
+def warn_if_unadopted(store: Store, account_ids: Iterable[str]) -> int:
+    """At start-up: one warning per account whose documents the old backend wrote and that
+    was never adopted, saying how to adopt it. Returns how many were found; never raises
+    (a store that cannot answer now is the daemon's business, not this hint's)."""
+    legacy = open_legacy(store)
+    if legacy is None:
+        return 0
+    found = 0
+    try:
+        for account_id in sorted({*account_ids, *legacy.account_ids()}):
+            reasons = legacy_reasons(legacy, account_id)
+            if reasons:
+                found += 1
+                log.warning("[adopt] accountId=%s documents written by the old backend found (%s): run "
+                            "`wadaemon adopt --account %s` to see what would change, then again with --apply",
+                            account_id, ", ".join(reasons), account_id)
+    except StoreError as exc:
+        log.info("[adopt] legacy check skipped: %s", exc)
+    return found
 
 
 def format_report(reports: Iterable[AccountReport]) -> str:
