@@ -16,7 +16,6 @@ it takes. The rest of the line is unchanged, so the SPEC tags (``[realtime]``,
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Mapping
 
@@ -49,8 +48,9 @@ def formatter(instance_id: str, environ: Mapping[str, str] | None = None) -> log
     return JournalFormatter(fmt) if under_systemd(environ) else logging.Formatter(fmt)
 
 
-def setup_logging(instance_id: str, level: str | None = None) -> None:
-    chosen = (level or os.environ.get("WADAEMON_LOG_LEVEL") or "INFO").upper()
+def setup_logging(instance_id: str, level: str = "INFO") -> None:
+    """``level`` is ``Settings.log_level`` (``WADAEMON_LOG_LEVEL``, validated with the rest)."""
+    chosen = level.upper()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(instance_id))
     root = logging.getLogger()

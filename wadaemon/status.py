@@ -50,6 +50,7 @@ class AccountStatus(msgspec.Struct):
     receipts_applied: int = 0
     mutations_applied: int = 0
     rejected: int = 0
+    capture_errors: int = 0
     last_error: str = ""
 
 
