@@ -16,6 +16,7 @@ it takes. The rest of the line is unchanged, so the SPEC tags (``[realtime]``,
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping
 

@@ -127,6 +127,7 @@ def _accounts(accounts: list[AccountStatus], now_s: float) -> Iterator[Metric]:
     receipts = counter("wadaemon_receipts_applied", "Delivery/read/played receipts applied")
     mutations = counter("wadaemon_mutations_applied", "Edits, revokes and reactions applied")
     rejected = counter("wadaemon_events_rejected", "WhatsApp events that could not be translated")
+    capture = counter("wadaemon_capture_errors", "Raw events the capture file could not take")
     pending = gauge("wadaemon_updates_pending", "Receipts and mutations waiting for their message",
                     ["kind"])
     backlog = gauge("wadaemon_journal_backlog_entries", "Journal entries not yet committed")
@@ -147,6 +148,7 @@ def _accounts(accounts: list[AccountStatus], now_s: float) -> Iterator[Metric]:
         receipts.add_metric([account], a.receipts_applied)
         mutations.add_metric([account], a.mutations_applied)
         rejected.add_metric([account], a.rejected)
+        capture.add_metric([account], a.capture_errors)
         pending.add_metric([account, "receipt"], a.pending_receipts)
         pending.add_metric([account, "mutation"], a.pending_mutations)
         backlog.add_metric([account], a.journal_backlog)
@@ -159,5 +161,5 @@ def _accounts(accounts: list[AccountStatus], now_s: float) -> Iterator[Metric]:
         capability.add_metric([account], 1 if a.history_request_capability == "available" else 0)
         if a.last_realtime_ingest_ms is not None:
             last_ingest.add_metric([account], a.last_realtime_ingest_ms / 1000)
-    yield from (ingested, receipts, mutations, rejected, pending, backlog, oldest, state, progress,
+    yield from (ingested, receipts, mutations, rejected, capture, pending, backlog, oldest, state, progress,
                 chunks, capability, last_ingest)
