@@ -11,7 +11,7 @@ import trio
 
 from wadaemon.config import Settings
 from wadaemon.daemon import Daemon
-from wadaemon.store import open_store
+from wadaemon.store import close_store, open_store
 from wadaemon.whatsapp.simphone import SimPhone
 
 REPORT_EVERY_S = 3.0
@@ -30,7 +30,13 @@ async def run_demo(settings: Settings, accounts: int, messages: int, seconds: fl
     base = f"http://{settings.host}:{settings.port}"
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.run)
+
+            async def daemon_then_stop(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                # When the daemon ends (SIGTERM, SIGINT), so does the demo and its reporter.
+                await daemon.run(task_status=task_status)
+                nursery.cancel_scope.cancel()
+
+            await nursery.start(daemon_then_stop)
             print(f"\nwadaemon demo: {accounts} simulated phones, store={store.backend}"
                   f" ({settings.data_dir}), HTTP on {base}\n"
                   f"  curl {base}/ready\n  curl {base}/diag\n  curl {base}/health\n"
@@ -40,10 +46,9 @@ async def run_demo(settings: Settings, accounts: int, messages: int, seconds: fl
             nursery.start_soon(_report, daemon)
             if seconds:
                 await trio.sleep(seconds)
-                daemon.stop()
-                nursery.cancel_scope.cancel()
+                daemon.stop()  # the ordered stop; daemon_then_stop ends the demo after it
     finally:
-        store.close()
+        close_store(store)
     return 0
 
 
