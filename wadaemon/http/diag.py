@@ -80,6 +80,10 @@ class DiagAccount(msgspec.Struct, rename="camel"):
     realtime_errors: int
     rejected: int
     last_error: str
+    dead_letters: int
+    last_dead_letter: str
+    pipeline_restarts: int
+    pipeline_restarted_at_ms: int | None
 
 
 class SupervisionNode(msgspec.Struct, rename="camel"):
