@@ -164,9 +164,11 @@ async def _apply(
             ctx.runner.write, ctx.account_id, store.apply_receipts))
         missing_receipts = [r for result in results for r in result]
         refused.update(((r.thread_id, r.message_id), error) for r, error in bad)
+        ctx.status.receipts_applied += len(receipts) - len(missing_receipts) - len(bad)
     if mutations:
         m_results, m_bad = await write_isolating(ctx, "realtime", mutations, partial(
             ctx.runner.write, ctx.account_id, store.apply_mutations))
         missing_mutations = [m for result in m_results for m in result]
         refused.update(((m.thread_id, m.message_id), error) for m, error in m_bad)
+        ctx.status.mutations_applied += len(mutations) - len(missing_mutations) - len(m_bad)
     return missing_receipts, missing_mutations, refused
