@@ -1,4 +1,4 @@
-"""``wadaemon`` command line: run, pair, demo, replay, deadletter."""
+"""``wadaemon`` command line: run, pair, demo, replay, adopt, deadletter."""
 
 from __future__ import annotations
 
