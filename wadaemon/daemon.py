@@ -3,6 +3,7 @@
 ::
 
     wadaemon                 one_for_one
+    ├── control              the actions HTTP may ask for: sends, backfill triggers
     ├── http                 aiohttp on its own thread (/health, /ready, /diag, API)
     └── accounts             one_for_one, one subtree per account (wadaemon.actors.account)
 
@@ -24,6 +25,7 @@ import trio
 from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.account import AccountRuntime
 from wadaemon.config import Settings
+from wadaemon.control import DaemonActions, OutboundLedger
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store
 from wadaemon.store.runner import StoreRunner
@@ -59,6 +61,8 @@ class Daemon:
             )
             for account_id in accounts
         }
+        self.control = DaemonActions(
+            self.accounts, OutboundLedger(settings.data_dir / "outbound.sqlite"))
         self.serve = serve
         self.http: Any = None
         self._cancel = trio.CancelScope()
@@ -66,11 +70,15 @@ class Daemon:
         self.board.set_supervision(self.root.snapshot)
 
     def _children(self) -> list[ChildSpec]:
-        children: list[ChildSpec] = []
+        children: list[ChildSpec] = [ChildSpec("control", self.control.run)]
         if self.serve:
-            from wadaemon.http.server import HttpServer, serve_http  # aiohttp only when serving
+            from wadaemon.http.auth import AuthConfig  # aiohttp only when serving
+            from wadaemon.http.server import HttpServer, serve_http
 
-            self.http = HttpServer(self.settings.host, self.settings.port, self.board, self.store, None)
+            self.http = HttpServer(
+                self.settings.host, self.settings.port, self.board, self.store, None,
+                control=self.control,
+                auth=AuthConfig(api_token=self.settings.api_token, admin_token=self.settings.admin_token))
             server = self.http
 
             async def http(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -98,6 +106,7 @@ class Daemon:
             self.board.set_mode("stopping")
             for runtime in self.accounts.values():
                 runtime.close()
+            self.control.ledger.close()
             log.info("wadaemon stopped")
 
     def stop(self) -> None:

@@ -2,18 +2,23 @@
 
 Handlers run on the HTTP thread, so everything here is safe to use from there: the status
 board is read through ``snapshot()`` (a locked copy), the store only through the gateway
-(worker threads with a timeout), trio only through the bridge. Nothing else of the daemon is
-reachable from a handler, by construction.
+(worker threads with a timeout), the daemon's actions only through ``control`` (the
+``DaemonControl`` protocol). Nothing else of the daemon is reachable from a handler, by
+construction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
+from wadaemon.http.auth import AuthConfig
 from wadaemon.http.bridge import ActionBridge
+from wadaemon.http.control import DaemonControl
+from wadaemon.http.ratelimit import RateLimiter
 from wadaemon.http.store_access import StoreGateway
 from wadaemon.status import DaemonStatus
 
@@ -22,13 +27,19 @@ from wadaemon.status import DaemonStatus
 class HttpContext:
     status: DaemonStatus
     store: StoreGateway
-    #: None until endpoints that act inside the daemon exist (and in tests without trio).
+    #: Runs trio functions in the daemon (tests use it directly; routes use ``control``).
     bridge: ActionBridge | None
     #: Wall-clock seconds since the epoch (``time.time``); injectable for tests.
     clock: Callable[[], float]
+    #: The daemon's actions (send, backfill); None: they answer 503.
+    control: DaemonControl | None = None
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
 
 
 CONTEXT = web.AppKey("wadaemon_http_context", HttpContext)
+#: The OpenAPI document, built once per application from the route table.
+OPENAPI = web.AppKey("wadaemon_openapi", dict[str, Any])
 
 
 def context_of(request: web.Request) -> HttpContext:

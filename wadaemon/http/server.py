@@ -34,8 +34,11 @@ import trio
 from aiohttp import web
 
 from wadaemon.http.app import build_app
+from wadaemon.http.auth import AuthConfig
 from wadaemon.http.bridge import ActionBridge
 from wadaemon.http.context import HttpContext
+from wadaemon.http.control import DaemonControl
+from wadaemon.http.ratelimit import RateLimiter
 from wadaemon.http.store_access import DEFAULT_MAX_IN_FLIGHT, DEFAULT_STORE_TIMEOUT, StoreGateway
 from wadaemon.http.tracking import InFlightRequests
 from wadaemon.status import DaemonStatus
@@ -79,6 +82,9 @@ class HttpServer:
         store_max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         extra_routes: Iterable[web.AbstractRouteDef] = (),
         clock: Callable[[], float] = time.time,
+        control: DaemonControl | None = None,
+        auth: AuthConfig | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -89,6 +95,9 @@ class HttpServer:
         self.store_max_in_flight = store_max_in_flight
         self.extra_routes = list(extra_routes)
         self.clock = clock
+        self.control = control
+        self.auth = auth or AuthConfig()
+        self.limiter = limiter or RateLimiter()
         self._lock = threading.Lock()
         self._run: _Run | None = None
 
@@ -182,7 +191,8 @@ class HttpServer:
                                max_in_flight=self.store_max_in_flight)
         in_flight = InFlightRequests()
         context = HttpContext(status=self.status, store=gateway, bridge=self.bridge,
-                              clock=self.clock)
+                              clock=self.clock, control=self.control, auth=self.auth,
+                              limiter=self.limiter)
         app = build_app(context, in_flight, self.extra_routes)
         # access_log=None: no aiohttp access log at all (the tracking middleware logs at debug).
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_CANCEL_GRACE)
