@@ -17,11 +17,8 @@ import msgspec
 from aiohttp import web
 
 from wadaemon.domain import AutoBackfillStatus, BackfillStats
-from wadaemon.http.context import context_of
-from wadaemon.http.control import AccountNotHere
-from wadaemon.http.errors import ApiError
 from wadaemon.http.responses import json_response
-from wadaemon.http.routes.common import require_account, runs_here, store_call
+from wadaemon.http.routes.common import control_for_owned, require_account, store_call
 from wadaemon.http.routing import RouteTable
 
 routes = RouteTable("backfill")
@@ -48,14 +45,8 @@ class BackfillStatusBody(msgspec.Struct, rename="camel", kw_only=True):
 
 async def _start(request: web.Request, started_message: str) -> web.Response:
     account_id = request.match_info["accountId"]
-    await require_account(request, account_id)
-    context = context_of(request)
-    if not runs_here(request, account_id):
-        doc = await store_call(request, lambda store: store.get_account(account_id))
-        raise AccountNotHere(account_id, doc.owner_instance if doc else None)
-    if context.control is None:
-        raise ApiError(503, "unavailable", "the daemon is not accepting actions")
-    outcome = await context.control.trigger_backfill(account_id)
+    control = await control_for_owned(request, account_id)
+    outcome = await control.trigger_backfill(account_id)
     if not outcome.started:
         return json_response(BackfillAccepted(message="Backfill already running", account_id=account_id,
                                               already_running=True))

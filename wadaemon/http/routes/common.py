@@ -20,6 +20,7 @@ import msgspec
 from aiohttp import web
 
 from wadaemon.http.context import context_of
+from wadaemon.http.control import AccountNotHere, DaemonControl
 from wadaemon.http.errors import ApiError
 from wadaemon.http.routing import BadParameter, Param, text_param
 from wadaemon.http.store_access import StoreCallFailed
@@ -49,6 +50,20 @@ async def require_account(request: web.Request, account_id: str) -> None:
         return
     if await store_call(request, lambda store: store.get_account(account_id)) is None:
         raise ApiError(404, "account_not_found", f"unknown account {account_id}")
+
+
+async def control_for_owned(request: web.Request, account_id: str) -> DaemonControl:
+    """The daemon's control, for an account this instance runs: 404 for an unknown account,
+    409 ``account_not_here`` (naming the owner) for one run elsewhere, 503 when the daemon
+    takes no actions."""
+    await require_account(request, account_id)
+    if not runs_here(request, account_id):
+        doc = await store_call(request, lambda store: store.get_account(account_id))
+        raise AccountNotHere(account_id, doc.owner_instance if doc else None)
+    control = context_of(request).control
+    if control is None:
+        raise ApiError(503, "unavailable", "the daemon is not accepting actions")
+    return control
 
 
 _key_decoder = msgspec.json.Decoder(PageKey)

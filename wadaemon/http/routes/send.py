@@ -28,11 +28,9 @@ import msgspec
 from aiohttp import web
 
 from wadaemon.domain import MessageStatus
-from wadaemon.http.context import context_of
-from wadaemon.http.control import AccountNotHere
 from wadaemon.http.errors import ApiError
 from wadaemon.http.responses import json_response
-from wadaemon.http.routes.common import require_account, runs_here, store_call
+from wadaemon.http.routes.common import control_for_owned
 from wadaemon.http.routing import RouteTable, read_body
 
 routes = RouteTable("send")
@@ -63,14 +61,8 @@ async def send_message(request: web.Request) -> web.Response:
     body = await read_body(request, SendRequest)
     if not body.text.strip():
         raise ApiError(400, "bad_body", "text is empty - at `$.text`")
-    await require_account(request, account_id)
-    context = context_of(request)
-    if not runs_here(request, account_id):
-        doc = await store_call(request, lambda store: store.get_account(account_id))
-        raise AccountNotHere(account_id, doc.owner_instance if doc else None)
-    if context.control is None:
-        raise ApiError(503, "unavailable", "the daemon is not accepting actions")
-    outcome = await context.control.send_text(account_id, body.to, body.text, body.client_message_id)
+    control = await control_for_owned(request, account_id)
+    outcome = await control.send_text(account_id, body.to, body.text, body.client_message_id)
     return json_response(
         SendBody(message_id=outcome.message_id, status=outcome.status, thread_id=outcome.thread_id,
                  error=outcome.error or None),

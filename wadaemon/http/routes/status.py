@@ -13,11 +13,10 @@ from datetime import UTC, datetime
 import msgspec
 from aiohttp import web
 
-from wadaemon.domain import AccountDoc, AutoBackfillStatus, BackfillStats
+from wadaemon.domain import AutoBackfillStatus, BackfillStats
 from wadaemon.http.context import context_of
 from wadaemon.http.responses import json_response
-from wadaemon.http.routes.accounts import stored_accounts
-from wadaemon.http.routes.common import store_call
+from wadaemon.http.routes.accounts import account_views
 from wadaemon.http.routing import RouteTable
 from wadaemon.status import Mode
 
@@ -63,17 +62,14 @@ class DashboardBody(msgspec.Struct, rename="camel"):
 async def dashboard(request: web.Request) -> web.Response:
     context = context_of(request)
     snapshot = context.status.snapshot()
-    live = {a.account_id: a for a in snapshot.accounts}
-    docs = await store_call(request, lambda store: stored_accounts(store, list(live)))
     rows = []
-    for account_id, stored in docs.items():
-        doc = stored or AccountDoc()
-        running = live.get(account_id)
+    for view in await account_views(request):
+        doc, running = view.doc, view.running
         rows.append(DashboardAccount(
-            account_id=account_id,
-            state=running.state if running is not None else (doc.state or "unknown"),
+            account_id=view.account_id,
+            state=view.state,
             runs_here=running is not None,
-            owner_instance=snapshot.instance_id if running is not None else doc.owner_instance,
+            owner_instance=view.owner_instance,
             journal_backlog=running.journal_backlog if running is not None else None,
             last_backfill_at=doc.last_backfill_at,
             last_history_sync_at=doc.last_history_sync_at,
