@@ -1,8 +1,9 @@
 """Assembles the aiohttp application: context, middlewares, the route table.
 
-Middleware order (outermost first): ``tracking`` sees every request, including the error
-envelopes ``errors`` produces for it, so its log line carries the final status; ``errors``
-wraps ``auth``, so a refusal gets the same envelope as any other error.
+Middleware order (outermost first): ``tracking`` and the metrics counter see every request,
+including the error envelopes ``errors`` produces for it, so its log line and the
+``wadaemon_http_requests_total`` sample carry the final status; ``errors`` wraps ``auth``, so
+a refusal gets the same envelope as any other error.
 
 Every endpoint is declared in a ``RouteTable`` (``wadaemon.http.routing``) of one module,
 listed once in ``ROUTE_TABLES`` below: that list feeds aiohttp's router, the auth middleware
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from wadaemon.http import diag, probes
+from wadaemon.http import diag, metrics, probes
 from wadaemon.http.auth import auth_middleware
 from wadaemon.http.context import CONTEXT, OPENAPI, HttpContext
 from wadaemon.http.errors import error_middleware
@@ -29,6 +30,7 @@ from wadaemon.http.tracking import InFlightRequests
 ROUTE_TABLES: tuple[RouteTable, ...] = (
     probes.routes,
     diag.routes,
+    metrics.routes,
     accounts.routes,
     messages.routes,
     send.routes,
@@ -50,7 +52,7 @@ def build_app(
     declared = all_routes()
     by_aiohttp: dict[web.AbstractRoute, Route] = {}
     app = web.Application(
-        middlewares=[in_flight.middleware, error_middleware,
+        middlewares=[in_flight.middleware, metrics.count_requests, error_middleware,
                      auth_middleware(by_aiohttp, context.auth, context.limiter)],
         client_max_size=MAX_BODY_BYTES,
     )

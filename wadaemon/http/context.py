@@ -20,6 +20,7 @@ from wadaemon.http.bridge import ActionBridge
 from wadaemon.http.control import DaemonControl
 from wadaemon.http.ratelimit import RateLimiter
 from wadaemon.http.store_access import StoreGateway
+from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
 
 
@@ -31,6 +32,8 @@ class HttpContext:
     bridge: ActionBridge | None
     #: Wall-clock seconds since the epoch (``time.time``); injectable for tests.
     clock: Callable[[], float]
+    #: The daemon's metrics registry (``GET /metrics``; the request counter).
+    metrics: Metrics
     #: The daemon's actions (send, backfill); None: they answer 503.
     control: DaemonControl | None = None
     auth: AuthConfig = field(default_factory=AuthConfig)

@@ -41,6 +41,7 @@ from wadaemon.http.control import DaemonControl
 from wadaemon.http.ratelimit import RateLimiter
 from wadaemon.http.store_access import DEFAULT_MAX_IN_FLIGHT, DEFAULT_STORE_TIMEOUT, StoreGateway
 from wadaemon.http.tracking import InFlightRequests
+from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store
 
@@ -82,6 +83,7 @@ class HttpServer:
         store_max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         extra_routes: Iterable[web.AbstractRouteDef] = (),
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
         control: DaemonControl | None = None,
         auth: AuthConfig | None = None,
         limiter: RateLimiter | None = None,
@@ -95,6 +97,7 @@ class HttpServer:
         self.store_max_in_flight = store_max_in_flight
         self.extra_routes = list(extra_routes)
         self.clock = clock
+        self.metrics = metrics if metrics is not None else Metrics(status, clock=clock)
         self.control = control
         self.auth = auth or AuthConfig()
         self.limiter = limiter or RateLimiter()
@@ -191,8 +194,8 @@ class HttpServer:
                                max_in_flight=self.store_max_in_flight)
         in_flight = InFlightRequests()
         context = HttpContext(status=self.status, store=gateway, bridge=self.bridge,
-                              clock=self.clock, control=self.control, auth=self.auth,
-                              limiter=self.limiter)
+                              clock=self.clock, metrics=self.metrics, control=self.control,
+                              auth=self.auth, limiter=self.limiter)
         app = build_app(context, in_flight, self.extra_routes)
         # access_log=None: no aiohttp access log at all (the tracking middleware logs at debug).
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_CANCEL_GRACE)
