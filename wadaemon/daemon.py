@@ -79,13 +79,11 @@ class Daemon:
     def _children(self) -> list[ChildSpec]:
         children: list[ChildSpec] = [ChildSpec("control", self.control.run)]
         if self.serve:
-            from wadaemon.http.auth import AuthConfig  # aiohttp only when serving
-            from wadaemon.http.server import HttpServer, serve_http
+            from wadaemon.http.server import HttpServer, serve_http  # aiohttp only when serving
 
             self.http = HttpServer(
                 self.settings.host, self.settings.port, self.board, self.store, None,
-                metrics=self.metrics, control=self.control,
-                auth=AuthConfig(api_token=self.settings.api_token, admin_token=self.settings.admin_token))
+                metrics=self.metrics, settings=self.settings, control=self.control)
             server = self.http
 
             async def http(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

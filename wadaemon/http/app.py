@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from wadaemon.http import diag, metrics, probes
+from wadaemon.http import diag, metrics, operator_page, probes
 from wadaemon.http.auth import auth_middleware
 from wadaemon.http.context import CONTEXT, OPENAPI, HttpContext
 from wadaemon.http.errors import error_middleware
@@ -31,6 +31,7 @@ ROUTE_TABLES: tuple[RouteTable, ...] = (
     probes.routes,
     diag.routes,
     metrics.routes,
+    operator_page.routes,
     accounts.routes,
     messages.routes,
     send.routes,

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from wadaemon.config import Settings
 from wadaemon.http.auth import AuthConfig
 from wadaemon.http.bridge import ActionBridge
 from wadaemon.http.control import DaemonControl
@@ -34,6 +35,8 @@ class HttpContext:
     clock: Callable[[], float]
     #: The daemon's metrics registry (``GET /metrics``; the request counter).
     metrics: Metrics
+    #: The daemon's configuration (read-only; the operator page words cooldowns with it).
+    settings: Settings
     #: The daemon's actions (send, backfill); None: they answer 503.
     control: DaemonControl | None = None
     auth: AuthConfig = field(default_factory=AuthConfig)

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 import trio
 from aiohttp import web
 
+from wadaemon.config import Settings
 from wadaemon.http.app import build_app
 from wadaemon.http.auth import AuthConfig
 from wadaemon.http.bridge import ActionBridge
@@ -84,6 +85,7 @@ class HttpServer:
         extra_routes: Iterable[web.AbstractRouteDef] = (),
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        settings: Settings | None = None,
         control: DaemonControl | None = None,
         auth: AuthConfig | None = None,
         limiter: RateLimiter | None = None,
@@ -98,8 +100,10 @@ class HttpServer:
         self.extra_routes = list(extra_routes)
         self.clock = clock
         self.metrics = metrics if metrics is not None else Metrics(status, clock=clock)
+        self.settings = settings if settings is not None else Settings(instance_id=status.instance_id)
         self.control = control
-        self.auth = auth or AuthConfig()
+        self.auth = auth or AuthConfig(api_token=self.settings.api_token,
+                                       admin_token=self.settings.admin_token)
         self.limiter = limiter or RateLimiter()
         self._lock = threading.Lock()
         self._run: _Run | None = None
@@ -194,8 +198,8 @@ class HttpServer:
                                max_in_flight=self.store_max_in_flight)
         in_flight = InFlightRequests()
         context = HttpContext(status=self.status, store=gateway, bridge=self.bridge,
-                              clock=self.clock, metrics=self.metrics, control=self.control,
-                              auth=self.auth, limiter=self.limiter)
+                              clock=self.clock, metrics=self.metrics, settings=self.settings,
+                              control=self.control, auth=self.auth, limiter=self.limiter)
         app = build_app(context, in_flight, self.extra_routes)
         # access_log=None: no aiohttp access log at all (the tracking middleware logs at debug).
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_CANCEL_GRACE)
