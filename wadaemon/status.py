@@ -45,6 +45,7 @@ class AccountStatus(msgspec.Struct):
     realtime_written: int = 0
     realtime_errors: int = 0
     rejected: int = 0
+    capture_errors: int = 0
     last_error: str = ""
 
 
