@@ -151,7 +151,9 @@ class AccountRuntime:
                 await trio.to_thread.run_sync(self.transport.stop)
 
     def _progressed(self) -> None:
-        self.ctx.status.journal_backlog = self.journal.backlog()
+        backlog = self.ctx.status.journal_backlog = self.journal.backlog()
+        if backlog == 0:  # the dispatcher refreshes it per batch; drained means no oldest
+            self.ctx.status.journal_oldest_pending_ms = None
         self._progress.set()
         self._progress = trio.Event()
 

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from wadaemon.http.bridge import ActionBridge
 from wadaemon.http.store_access import StoreGateway
+from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
 
 
@@ -26,6 +27,8 @@ class HttpContext:
     bridge: ActionBridge | None
     #: Wall-clock seconds since the epoch (``time.time``); injectable for tests.
     clock: Callable[[], float]
+    #: The daemon's metrics registry (``GET /metrics``; the request counter).
+    metrics: Metrics
 
 
 CONTEXT = web.AppKey("wadaemon_http_context", HttpContext)
