@@ -78,7 +78,7 @@ class Daemon:
             from wadaemon.http.server import HttpServer, serve_http  # aiohttp only when serving
 
             self.http = HttpServer(self.settings.host, self.settings.port, self.board, self.store, None,
-                                   metrics=self.metrics)
+                                   metrics=self.metrics, settings=self.settings)
             server = self.http
 
             async def http(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

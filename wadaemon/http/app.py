@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from wadaemon.http import diag, metrics, probes
+from wadaemon.http import diag, metrics, operator_page, probes
 from wadaemon.http.context import CONTEXT, HttpContext
 from wadaemon.http.errors import error_middleware
 from wadaemon.http.tracking import InFlightRequests
@@ -30,5 +30,6 @@ def build_app(
     app.add_routes(probes.routes)
     app.add_routes(diag.routes)
     app.add_routes(metrics.routes)
+    app.add_routes(operator_page.routes)
     app.add_routes(list(extra_routes))
     return app
