@@ -1,4 +1,4 @@
-"""``wadaemon`` command line: run, pair, demo, replay, simserver."""
+"""``wadaemon`` command line: run, pair, demo, replay, adopt, deadletter, simserver."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import trio
 
 from wadaemon.config import ConfigError, Settings, load_settings, parse_host_port
 from wadaemon.logs import setup_logging
+
+if TYPE_CHECKING:
+    from wadaemon.status import AccountStatus
+    from wadaemon.store.contract import Store
+    from wadaemon.whatsapp.replay import ReplayTransport
 
 log = logging.getLogger("wadaemon.cli")
 
@@ -32,28 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay = commands.add_parser("replay", help="ingest a capture file through the live path")
     replay.add_argument("account")
     replay.add_argument("file", type=Path)
-    sim = commands.add_parser("simserver", help="a simulated WhatsApp service on loopback (docs/simserver.md)")
-    sim.add_argument("--listen", type=_listen_address, default=("127.0.0.1", 0),
-                     help="host:port for daemons (WADAEMON_SIMSERVER); port 0: any free port (default)")
-    sim.add_argument("--control", type=_listen_address, default=None,
-                     help="host:port of the HTTP control API (default: same host, any free port)")
-    sim.add_argument("--accounts", type=_account_ids, default=("sim-1",),
-                     help="a count (3: sim-1..sim-3) or a comma list of ids (default sim-1)")
-    sim.add_argument("--seed", type=int, default=1, help="content seed; the same seed, the same phones")
-    sim.add_argument("--chats", type=int, default=12, help="chats per phone (default 12)")
-    sim.add_argument("--history", type=int, default=240, help="messages each phone holds (default 240)")
-    sim.add_argument("--pairing-history", type=int, default=None, metavar="N",
-                     help="newest N messages per chat in the pairing history; the rest only by "
-                          "on-demand request (default: all)")
-    sim.add_argument("--chunk-size", type=int, default=500, help="messages per pairing history chunk")
-    sim.add_argument("--rate", type=float, default=0.0,
-                     help="live traffic events/s per account from the start (default 0: none)")
-    sim.add_argument("--offline-cap", type=int, default=10_000,
-                     help="events held per account while no device is connected (default 10000)")
-    sim.add_argument("--history-delay-ms", type=int, default=0,
-                     help="delay before answering an on-demand history request (default 0)")
-    sim.add_argument("--ack-timeout", type=float, default=30.0,
-                     help="seconds a client may take to ack an event before it is closed (default 30)")
+    dead = commands.add_parser("deadletter", help="journal entries the store refused: list, or replay once fixed")
+    dead.add_argument("action", choices=["list", "replay"])
+    dead.add_argument("account")
+    _add_simserver_parser(commands)
     adopt = commands.add_parser("adopt", help="put right what the old backend wrote (a dry run unless --apply)")
     adopt.add_argument("--account", action="append", default=[], help="an account id (repeatable; default: all)")
     adopt.add_argument("--apply", action="store_true", help="write the changes (default: report only)")
@@ -78,9 +66,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         exit_code: int = trio.run(run_demo, settings, args.accounts, args.messages, args.seconds)
         return exit_code
+    if args.command == "deadletter":
+        return _dead_letters(settings, args.action, args.account)
     if args.command == "adopt":
         return _adopt(settings, args.account, apply=args.apply, rate=args.rate, as_json=args.json)
     return _replay(settings, args.account, args.file)
+
+
+def _add_simserver_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sim = commands.add_parser("simserver", help="a simulated WhatsApp service on loopback (docs/simserver.md)")
+    sim.add_argument("--listen", type=_listen_address, default=("127.0.0.1", 0),
+                     help="host:port for daemons (WADAEMON_SIMSERVER); port 0: any free port (default)")
+    sim.add_argument("--control", type=_listen_address, default=None,
+                     help="host:port of the HTTP control API (default: same host, any free port)")
+    sim.add_argument("--accounts", type=_account_ids, default=("sim-1",),
+                     help="a count (3: sim-1..sim-3) or a comma list of ids (default sim-1)")
+    sim.add_argument("--seed", type=int, default=1, help="content seed; the same seed, the same phones")
+    sim.add_argument("--chats", type=int, default=12, help="chats per phone (default 12)")
+    sim.add_argument("--history", type=int, default=240, help="messages each phone holds (default 240)")
+    sim.add_argument("--pairing-history", type=int, default=None, metavar="N",
+                     help="newest N messages per chat in the pairing history; the rest only by "
+                          "on-demand request (default: all)")
+    sim.add_argument("--chunk-size", type=int, default=500, help="messages per pairing history chunk")
+    sim.add_argument("--rate", type=float, default=0.0,
+                     help="live traffic events/s per account from the start (default 0: none)")
+    sim.add_argument("--offline-cap", type=int, default=10_000,
+                     help="events held per account while no device is connected (default 10000)")
+    sim.add_argument("--history-delay-ms", type=int, default=0,
+                     help="delay before answering an on-demand history request (default 0)")
+    sim.add_argument("--ack-timeout", type=float, default=30.0,
+                     help="seconds a client may take to ack an event before it is closed (default 30)")
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -221,8 +236,64 @@ class ReplayReport(msgspec.Struct, rename="camel"):
     pending_updates: int
 
 
-def _replay(settings: Settings, account_id: str, path: Path) -> int:
+async def drain(settings: Settings, store: Store, account_id: str, transport: ReplayTransport) -> AccountStatus:
+    """Run one account's pipeline (no HTTP) until ``transport`` has played everything and the
+    journal is drained, then stop; the account's final status."""
     from wadaemon.daemon import Daemon
+
+    daemon = Daemon(settings, store, [account_id], lambda _: transport, serve=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.run)
+        await trio.to_thread.run_sync(transport.finished.wait)
+        await daemon.accounts[account_id].wait_drained()
+        daemon.stop()
+    return daemon.board.account(account_id)
+
+
+class DeadLetterLine(msgspec.Struct, rename="camel"):
+    seq: int
+    event: str
+    bytes: int
+    received_ms: int
+    set_aside_ms: int
+    error: str
+
+
+def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
+    """``list``: one JSON line per dead letter. ``replay``: put them back in the journal and
+    drain it through the pipeline (stop the daemon running this account first: the journal has
+    one writer)."""
+    from wadaemon.journal import Journal
+    from wadaemon.store import open_store
+    from wadaemon.whatsapp.replay import ReplayTransport
+
+    path = settings.data_dir / "journal" / f"{account_id}.sqlite"
+    if not path.is_file():
+        print(f"wadaemon deadletter: no journal for {account_id} at {path}", file=sys.stderr)
+        return 2
+    journal = Journal(path, max_backlog=1 << 30)
+    try:
+        if action == "list":
+            for letter in journal.dead_letters():
+                print(msgspec.json.encode(DeadLetterLine(
+                    seq=letter.seq, event=letter.raw.name, bytes=len(letter.raw.data),
+                    received_ms=letter.received_ms, set_aside_ms=letter.set_aside_ms,
+                    error=letter.error)).decode())
+            return 0
+        restored = journal.restore_dead_letters()
+    finally:
+        journal.close()
+    store = open_store(settings)
+    try:
+        status = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
+    finally:
+        store.close()
+    print(msgspec.json.encode({"account": account_id, "restored": restored,
+                               "deadLetters": status.dead_letters}).decode())
+    return 1 if status.dead_letters else 0
+
+
+def _replay(settings: Settings, account_id: str, path: Path) -> int:
     from wadaemon.store import open_store
     from wadaemon.whatsapp.replay import ReplayTransport
 
@@ -231,20 +302,10 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
         return 2
     store = open_store(settings)
     transport = ReplayTransport(account_id, path)
-    daemon = Daemon(settings, store, [account_id], lambda _: transport, serve=False)
-
-    async def replay() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.run)
-            await trio.to_thread.run_sync(transport.finished.wait)
-            await daemon.accounts[account_id].wait_drained()
-            daemon.stop()
-
     try:
-        trio.run(replay)
+        status = trio.run(drain, settings, store, account_id, transport)
     finally:
         store.close()
-    status = daemon.board.account(account_id)
     report = ReplayReport(
         account=account_id, file=str(path), delivered=transport.delivered,
         skipped_lines=len(transport.bad_lines), messages_written=status.realtime_written,
