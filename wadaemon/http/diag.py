@@ -32,6 +32,7 @@ import msgspec
 from aiohttp import web
 
 from supervisors.health import NodeHealth
+from wadaemon.domain import SyncGap
 from wadaemon.http.context import context_of
 from wadaemon.http.responses import json_response
 from wadaemon.http.store_access import StoreCallFailed
@@ -80,6 +81,12 @@ class DiagAccount(msgspec.Struct, rename="camel"):
     realtime_errors: int
     rejected: int
     last_error: str
+    backfill_blocked: str
+    backfill_next_eligible_ms: int | None
+    backfill_lock_holder: str
+    outstanding_requests: list[str]
+    open_gaps: list[SyncGap]
+    recent_sync_next_ms: int | None
 
 
 class SupervisionNode(msgspec.Struct, rename="camel"):

@@ -67,6 +67,7 @@ from wadaemon.domain import (
     MessageStatus,
     ReceiptUpdate,
     ThreadDoc,
+    ThreadPatch,
     ThreadSummary,
     datetime_to_ms,
     ms_to_datetime,
@@ -574,7 +575,39 @@ class FirestoreStore:
         found = self.list_messages(thread_id, limit=1, order="desc")
         return found[0] if found else None
 
+    def first_message_since(self, thread_id: str, ts_ms: int) -> MessageDoc | None:
+        with self._errors("first_message_since"):
+            query = (
+                self._thread_ref(thread_id).collection(MESSAGES)
+                .where(filter=FieldFilter("tsClientMs", ">=", ts_ms))
+                .order_by("tsClientMs", direction=firestore.Query.ASCENDING).limit(1)
+            )
+            found = self._query_docs(query, MessageDoc)
+        return found[0] if found else None
+
     # -- threads ---------------------------------------------------------------------------------
+    def patch_threads(self, patches: Sequence[ThreadPatch]) -> int:
+        if not patches:
+            return 0
+        with self._errors("patch_threads"):
+            refs = {p.thread_id: self._thread_ref(p.thread_id) for p in patches}
+            stored = self._read_docs(refs.values(), ThreadDoc)
+            before = {tid: stored.get(ref.path) for tid, ref in refs.items()}
+            state = dict(before)
+            now = store_now()
+            for patch in patches:
+                patched = merge.patch_thread(state[patch.thread_id], patch, now)
+                if patched is not None:
+                    state[patch.thread_id] = patched
+            writes = _Writes(self)
+            for tid, ref in refs.items():
+                after = state[tid]
+                if after is not None and after is not before[tid]:
+                    writes.set_fields(ref, _delta(before[tid], after))
+            written = len(writes)
+            writes.commit()
+        return written
+
     def advance_threads(self, summaries: Sequence[ThreadSummary]) -> int:
         if not summaries:
             return 0

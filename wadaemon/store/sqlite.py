@@ -53,6 +53,7 @@ from wadaemon.domain import (
     MessageStatus,
     ReceiptUpdate,
     ThreadDoc,
+    ThreadPatch,
     ThreadSummary,
     datetime_to_ms,
     ms_to_datetime,
@@ -512,7 +513,34 @@ class SqliteStore:
         found = self.list_messages(thread_id, limit=1, order="desc")
         return found[0] if found else None
 
+    def first_message_since(self, thread_id: str, ts_ms: int) -> MessageDoc | None:
+        with self._read("first_message_since") as conn:
+            row = conn.execute(
+                "SELECT doc FROM messages WHERE thread_id = ? AND ts_client_ms >= ? "
+                "ORDER BY ts_client_ms ASC, id ASC LIMIT 1",
+                (escape_doc_id(thread_id), ts_ms),
+            ).fetchone()
+            return _decode(row[0], MessageDoc) if row else None
+
     # -- threads ---------------------------------------------------------------------------------
+    def patch_threads(self, patches: Sequence[ThreadPatch]) -> int:
+        if not patches:
+            return 0
+        with self._transaction("patch_threads") as (conn, writer):
+            state = self._load_threads(conn, {p.thread_id for p in patches})
+            changed: set[str] = set()
+            now = store_now()
+            for patch in patches:
+                patched = merge.patch_thread(state[patch.thread_id], patch, now)
+                if patched is not None:
+                    state[patch.thread_id] = patched
+                    changed.add(patch.thread_id)
+            for tid in changed:
+                doc = state[tid]
+                assert doc is not None
+                writer.put_thread(doc)
+        return writer.writes
+
     def advance_threads(self, summaries: Sequence[ThreadSummary]) -> int:
         if not summaries:
             return 0

@@ -387,8 +387,10 @@ def _conversation(account_id: str, conv: Any, source: SyncSource,
             converted = _history_message(account_id, item.message, chat, is_group, source)
             if converted is not None:
                 messages.append(converted)
+    no_more = conv.endOfHistoryTransferType == H.Conversation.COMPLETE_AND_NO_MORE_MESSAGE_REMAIN_ON_PRIMARY
     return HistoryConversation(chat=chat, name=conv.name or conv.displayName, is_group=is_group,
-                               messages=tuple(messages))
+                               messages=tuple(messages),
+                               end_of_history=conv.HasField("endOfHistoryTransferType") and no_more)
 
 
 def _history_message(account_id: str, info: Any, chat: ChatAddress, is_group: bool,
