@@ -7,12 +7,12 @@ Configured before anything imports neonize, because importing neonize calls
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 
-def setup_logging(instance_id: str, level: str | None = None) -> None:
-    chosen = (level or os.environ.get("WADAEMON_LOG_LEVEL") or "INFO").upper()
+def setup_logging(instance_id: str, level: str = "INFO") -> None:
+    """``level`` is ``Settings.log_level`` (``WADAEMON_LOG_LEVEL``, validated with the rest)."""
+    chosen = level.upper()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"%(levelname)s instance={instance_id} %(name)s %(message)s"))
     root = logging.getLogger()

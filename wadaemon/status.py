@@ -47,6 +47,7 @@ class AccountStatus(msgspec.Struct):
     realtime_written: int = 0
     realtime_errors: int = 0
     rejected: int = 0
+    capture_errors: int = 0
     last_error: str = ""
     # The schedulers' view (lists are replaced whole, never mutated: snapshots copy shallowly).
     #: Why auto-backfill does not run now: "" (eligible), cooldown, backoff, running, lock_busy,
