@@ -35,7 +35,13 @@ from functools import partial
 import msgspec
 
 from wadaemon.config import Settings
-from wadaemon.domain import BackfillResult, BackfillThreadResult, ThreadDoc, ThreadPatch, datetime_to_ms
+from wadaemon.domain import (
+    BackfillResult,
+    BackfillThreadResult,
+    ThreadDoc,
+    ThreadPatch,
+    datetime_to_ms,
+)
 from wadaemon.schedulers.lease import WallClock
 from wadaemon.schedulers.view import ScheduledAccount
 from wadaemon.store.runner import StoreRunner

@@ -34,6 +34,7 @@ from typing import Literal
 import msgspec
 
 from wadaemon.config import Settings
+from wadaemon.domain import SyncGap, ThreadDoc
 
 #: Why an account does not run now ("" = eligible).
 Blocked = Literal["", "disconnected", "running", "capability_unavailable", "lock_busy", "cooldown", "backoff"]
@@ -112,3 +113,30 @@ def connect_delay_ms(rng: random.Random) -> int:
 
 def repair_due(last_repair_ms: int | None, now_ms: int, cooldown_ms: int) -> bool:
     return last_repair_ms is None or now_ms >= last_repair_ms + cooldown_ms
+
+
+# --- recent-sync -----------------------------------------------------------------------------
+#
+# A thread needs recent-sync for a gap when it has a message at or after the gap's start (it
+# was active across the gap, so something of it may be missing) and it has not been checked
+# through the gap's end yet (``gapCheckedThroughMs``). Threads with no such gap cost nothing.
+# Gaps stay open until they leave the look-back window: a thread that gets its first message
+# after the gap only later (the phone delivered nothing of it since) becomes due then.
+
+
+def live_gaps(gaps: Sequence[SyncGap], now_ms: int, lookback_ms: int) -> tuple[list[SyncGap], list[SyncGap]]:
+    """(gaps still inside the look-back window, gaps that left it)."""
+    horizon = now_ms - lookback_ms
+    return [g for g in gaps if g.to_ms >= horizon], [g for g in gaps if g.to_ms < horizon]
+
+
+def pending_gap(thread: ThreadDoc, gaps: Sequence[SyncGap]) -> SyncGap | None:
+    """The oldest gap ``thread`` still needs checking against (None: no request for it)."""
+    last = thread.last_message_at_ms
+    if last is None:
+        return None
+    checked = thread.gap_checked_through_ms or 0
+    for gap in gaps:
+        if gap.to_ms > checked and last >= gap.from_ms:
+            return gap
+    return None

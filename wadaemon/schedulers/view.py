@@ -25,8 +25,10 @@ from wadaemon.status import AccountStatus
 #: (the lock is still taken then); ``running``: a run of this account is already in flight
 #: here; ``running_elsewhere``: another instance holds the account's backfill lock;
 #: ``unavailable``: this account's transport cannot request history (nothing to run);
+#: ``not_connected``: the phone is not connected (nothing could be asked);
 #: ``unknown_account``: this instance does not run the account.
-TriggerOutcome = Literal["started", "queued", "running", "running_elsewhere", "unavailable", "unknown_account"]
+TriggerOutcome = Literal["started", "queued", "running", "running_elsewhere", "unavailable",
+                         "not_connected", "unknown_account"]
 
 
 class BackfillControl(Protocol):

@@ -587,42 +587,29 @@ class FirestoreStore:
 
     # -- threads ---------------------------------------------------------------------------------
     def patch_threads(self, patches: Sequence[ThreadPatch]) -> int:
-        if not patches:
-            return 0
-        with self._errors("patch_threads"):
-            refs = {p.thread_id: self._thread_ref(p.thread_id) for p in patches}
-            stored = self._read_docs(refs.values(), ThreadDoc)
-            before = {tid: stored.get(ref.path) for tid, ref in refs.items()}
-            state = dict(before)
-            now = store_now()
-            for patch in patches:
-                patched = merge.patch_thread(state[patch.thread_id], patch, now)
-                if patched is not None:
-                    state[patch.thread_id] = patched
-            writes = _Writes(self)
-            for tid, ref in refs.items():
-                after = state[tid]
-                if after is not None and after is not before[tid]:
-                    writes.set_fields(ref, _delta(before[tid], after))
-            written = len(writes)
-            writes.commit()
-        return written
+        return self._fold_threads("patch_threads", patches, lambda p: p.thread_id, merge.patch_thread)
 
     def advance_threads(self, summaries: Sequence[ThreadSummary]) -> int:
-        if not summaries:
+        return self._fold_threads("advance_threads", summaries,
+                                  lambda s: thread_id_for(s.account_id, s.client_jid), merge.advance_thread)
+
+    def _fold_threads(self, what: str, items: Sequence[R], key: Callable[[R], str],
+                      rule: Callable[[ThreadDoc | None, R, datetime], ThreadDoc | None]) -> int:
+        """Read the threads ``items`` touch, fold each item in with ``rule`` (a
+        ``wadaemon.store.merge`` function), write the threads that changed."""
+        if not items:
             return 0
-        with self._errors("advance_threads"):
-            keys = {thread_id_for(s.account_id, s.client_jid) for s in summaries}
-            refs = {tid: self._thread_ref(tid) for tid in keys}
+        with self._errors(what):
+            refs = {tid: self._thread_ref(tid) for tid in {key(item) for item in items}}
             stored = self._read_docs(refs.values(), ThreadDoc)
             before = {tid: stored.get(ref.path) for tid, ref in refs.items()}
             state = dict(before)
             now = store_now()
-            for summary in summaries:
-                tid = thread_id_for(summary.account_id, summary.client_jid)
-                advanced = merge.advance_thread(state[tid], summary, now)
-                if advanced is not None:
-                    state[tid] = advanced
+            for item in items:
+                tid = key(item)
+                folded = rule(state[tid], item, now)
+                if folded is not None:
+                    state[tid] = folded
             writes = _Writes(self)
             for tid, ref in refs.items():
                 after = state[tid]

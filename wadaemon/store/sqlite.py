@@ -524,35 +524,27 @@ class SqliteStore:
 
     # -- threads ---------------------------------------------------------------------------------
     def patch_threads(self, patches: Sequence[ThreadPatch]) -> int:
-        if not patches:
-            return 0
-        with self._transaction("patch_threads") as (conn, writer):
-            state = self._load_threads(conn, {p.thread_id for p in patches})
-            changed: set[str] = set()
-            now = store_now()
-            for patch in patches:
-                patched = merge.patch_thread(state[patch.thread_id], patch, now)
-                if patched is not None:
-                    state[patch.thread_id] = patched
-                    changed.add(patch.thread_id)
-            for tid in changed:
-                doc = state[tid]
-                assert doc is not None
-                writer.put_thread(doc)
-        return writer.writes
+        return self._fold_threads("patch_threads", patches, lambda p: p.thread_id, merge.patch_thread)
 
     def advance_threads(self, summaries: Sequence[ThreadSummary]) -> int:
-        if not summaries:
+        return self._fold_threads("advance_threads", summaries,
+                                  lambda s: thread_id_for(s.account_id, s.client_jid), merge.advance_thread)
+
+    def _fold_threads(self, what: str, items: Sequence[T], key: Callable[[T], str],
+                      rule: Callable[[ThreadDoc | None, T, datetime], ThreadDoc | None]) -> int:
+        """One transaction: load the threads ``items`` touch, fold each item in with ``rule``
+        (a ``wadaemon.store.merge`` function), write the threads that changed."""
+        if not items:
             return 0
-        with self._transaction("advance_threads") as (conn, writer):
-            before = self._load_threads(conn, (thread_id_for(s.account_id, s.client_jid) for s in summaries))
+        with self._transaction(what) as (conn, writer):
+            before = self._load_threads(conn, {key(item) for item in items})
             state = dict(before)
             now = store_now()
-            for summary in summaries:
-                tid = thread_id_for(summary.account_id, summary.client_jid)
-                advanced = merge.advance_thread(state[tid], summary, now)
-                if advanced is not None:
-                    state[tid] = advanced
+            for item in items:
+                tid = key(item)
+                folded = rule(state[tid], item, now)
+                if folded is not None:
+                    state[tid] = folded
             for tid, after in state.items():
                 if after is not None and after is not before[tid]:
                     writer.put_thread(after)
