@@ -6,11 +6,14 @@
     ├── http                 aiohttp on its own thread (/health, /ready, /diag, API)
     ├── accounts             one_for_one, one subtree per account (wadaemon.actors.account)
     ├── auto-backfill        older history, thread repair (wadaemon.schedulers.auto_backfill)
-    └── recent-sync          the gap filler (wadaemon.schedulers.recent_sync)
+    ├── recent-sync          the gap filler (wadaemon.schedulers.recent_sync)
+    └── systemd              READY / WATCHDOG / STATUS / STOPPING (only under NOTIFY_SOCKET)
 
 The schedulers see the accounts through ``RunningAccounts`` (``running_accounts``,
 ``changed``), which this class implements; when the account set becomes dynamic (ownership
-leases) only these two methods change. Disabled schedulers (SPEC §2 flags) are not started. Shutdown (SIGTERM/SIGINT or ``stop``): /ready turns 503,
+leases) only these two methods change. Disabled schedulers (SPEC §2 flags) are not started.
+
+Shutdown (SIGTERM/SIGINT or ``stop``): /ready turns 503,
 the tree is cancelled, every writer flushes what it holds within its own bound, the journals
 close. Whatever was not flushed is still in the journal and is replayed at the next start.
 """
@@ -28,12 +31,14 @@ import trio
 from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.account import AccountRuntime
 from wadaemon.config import Settings
+from wadaemon.metrics import Metrics
 from wadaemon.schedulers.auto_backfill import AutoBackfill
 from wadaemon.schedulers.lease import WallClock
 from wadaemon.schedulers.recent_sync import RecentSync
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store
 from wadaemon.store.runner import StoreRunner
+from wadaemon.systemd import Notifier, run_notifier
 from wadaemon.whatsapp.transport import Transport
 
 log = logging.getLogger("wadaemon")
@@ -50,12 +55,14 @@ class Daemon:
         transport_factory: TransportFactory,
         *,
         serve: bool = True,
+        notifier: Notifier | None = None,
         clock: WallClock | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.runner = StoreRunner(store)
         self.board = DaemonStatus(settings.instance_id)
+        self.metrics = Metrics(self.board)
+        self.runner = StoreRunner(store, on_write=self.metrics.observe_write)
         self.clock: WallClock = clock or (lambda: int(time.time() * 1000))
         self._changed = trio.Event()
         self.accounts: dict[str, AccountRuntime] = {
@@ -75,6 +82,8 @@ class Daemon:
         self.recent_sync = RecentSync(settings, self.runner, self, clock=self.clock)
         self.serve = serve
         self.http: Any = None
+        self.notifier = Notifier.from_environ() if notifier is None else notifier
+        self._ready = trio.Event()
         self._cancel = trio.CancelScope()
         self.root = Supervisor("wadaemon", self._children(), strategy="one_for_one")
         self.board.set_supervision(self.root.snapshot)
@@ -84,7 +93,8 @@ class Daemon:
         if self.serve:
             from wadaemon.http.server import HttpServer, serve_http  # aiohttp only when serving
 
-            self.http = HttpServer(self.settings.host, self.settings.port, self.board, self.store, None)
+            self.http = HttpServer(self.settings.host, self.settings.port, self.board, self.store, None,
+                                   metrics=self.metrics, settings=self.settings)
             server = self.http
 
             async def http(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -98,6 +108,13 @@ class Daemon:
             children.append(ChildSpec("auto-backfill", self.auto_backfill.run))
         if self.settings.recent_sync_enabled:
             children.append(ChildSpec("recent-sync", self.recent_sync.run))
+        if self.notifier.enabled:
+            notifier, board, ready = self.notifier, self.board, self._ready
+
+            async def systemd(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                await run_notifier(notifier, board, ready, task_status=task_status)
+
+            children.append(ChildSpec("systemd", systemd))
         return children
 
     # -- wadaemon.schedulers.view.RunningAccounts: what the schedulers see -------------------------
@@ -122,11 +139,13 @@ class Daemon:
                     await nursery.start(self.root.run)
                     self.board.set_mode("active" if self.accounts else "passive")
                     log.info("wadaemon ready mode=%s", self.board.mode)
+                    self._ready.set()
                     task_status.started()
         finally:
             self.board.set_mode("stopping")
             for runtime in self.accounts.values():
                 runtime.close()
+            self.notifier.close()
             log.info("wadaemon stopped")
 
     def stop(self) -> None:

@@ -187,7 +187,9 @@ class AccountRuntime:
             anchor.ts_client_ms, count))
 
     def _progressed(self) -> None:
-        self.ctx.status.journal_backlog = self.journal.backlog()
+        backlog = self.ctx.status.journal_backlog = self.journal.backlog()
+        if backlog == 0:  # the dispatcher refreshes it per batch; drained means no oldest
+            self.ctx.status.journal_oldest_pending_ms = None
         self._progress.set()
         self._progress = trio.Event()
 

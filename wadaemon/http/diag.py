@@ -80,6 +80,10 @@ class DiagAccount(msgspec.Struct, rename="camel"):
     pending_entries: int
     realtime_written: int
     realtime_errors: int
+    last_realtime_ingest_ms: int | None
+    last_realtime_message_ms: int | None
+    receipts_applied: int
+    mutations_applied: int
     rejected: int
     capture_errors: int
     last_error: str
