@@ -17,7 +17,7 @@ from msgspec.structs import replace
 
 from wadaemon.actors.context import AccountContext
 from wadaemon.actors.ondemand import OnDemandAnswer
-from wadaemon.actors.retry import retry_store
+from wadaemon.actors.retry import write_isolating
 from wadaemon.actors.work import AnswerWork, HistoryWork
 from wadaemon.domain import AccountDoc, HistorySyncResult, ms_to_datetime
 from wadaemon.records import summarise
@@ -41,20 +41,31 @@ async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
     started = time.monotonic()
     saved = 0
     unchanged = work.skipped
+    docs = work.docs
+    refused: list[str] = []
     if not dry_run:
-        result = await retry_store(ctx, "history-sync", partial(ctx.runner.write, ctx.account_id, store.upsert_messages, work.docs))
-        saved, unchanged = result.written, unchanged + result.unchanged
-        summaries = summarise(work.docs, names=work.names, groups=work.groups)
+        results, bad = await write_isolating(ctx, "history-sync", docs, partial(
+            ctx.runner.write, ctx.account_id, store.upsert_messages))
+        saved = sum(r.written for r in results)
+        unchanged += sum(r.unchanged for r in results)
+        if bad:
+            poisoned = {id(doc) for doc, _ in bad}
+            docs = [doc for doc in docs if id(doc) not in poisoned]
+            refused += [f"message {doc.id}: {error}" for doc, error in bad]
+        summaries = summarise(docs, names=work.names, groups=work.groups)
         if summaries:
-            await retry_store(ctx, "history-sync", lambda: ctx.runner.write(ctx.account_id, store.advance_threads, summaries))
+            _, bad_summaries = await write_isolating(ctx, "history-sync", summaries, partial(
+                ctx.runner.write, ctx.account_id, store.advance_threads))
+            refused += [f"thread {s.client_jid}: {error}" for s, error in bad_summaries]
     else:
-        saved = len(work.docs)
+        saved = len(docs)
     progress.chunks += 1
     progress.last_sync_type = work.sync_type
     progress.last_chunk_order = work.chunk_order
     progress.progress = work.progress
     progress.saved += saved
     progress.skipped += unchanged
+    progress.errors += len(refused)
     progress.total += len(work.docs) + work.skipped
     now_ms = int(time.time() * 1000)
     ctx.status_writer.post(AccountDoc(
@@ -71,19 +82,23 @@ async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
         len(work.docs), saved, unchanged, dry_run, int((time.monotonic() - started) * 1000),
     )
     if not dry_run:
-        await ctx.announce_committed({(d.thread_id, d.id) for d in work.docs})
+        await ctx.announce_committed({(d.thread_id, d.id) for d in docs})
+    if refused:  # the rest of the chunk landed; the raw chunk waits as a dead letter
+        await ctx.set_aside(work.seq, f"{len(refused)} refused, first {refused[0]}"[:500])
     await ctx.ledger.settle([work.seq])
 
 
 async def ingest_answer(ctx: AccountContext, work: AnswerWork) -> None:
-    """Write one ON_DEMAND answer (per thread: one store call, then its summary), settle its
-    journal entry, then tell the waiting run what it brought."""
+    """Write one ON_DEMAND answer (per thread: its messages, then its summary), settle its
+    journal entry, then tell the waiting run what it brought. Documents the store refuses for
+    good are isolated as in ``ingest_chunk`` (the raw answer waits as a dead letter)."""
     store = ctx.runner.store
     dry_run = ctx.settings.history_sync_dry_run
     requests = ctx.requests
     now_ms = int(time.time() * 1000)
     answers: list[OnDemandAnswer] = []
     committed: set[tuple[str, str]] = set()
+    refused: list[str] = []
     sources = {thread_id: requests.source_for(thread_id) for thread_id in work.threads}
     for thread_id in work.threads:
         source = sources[thread_id]
@@ -91,19 +106,29 @@ async def ingest_answer(ctx: AccountContext, work: AnswerWork) -> None:
                 for d in work.docs if d.thread_id == thread_id]
         written = len(docs)
         if docs and not dry_run:
-            result = await retry_store(ctx, source, partial(ctx.runner.write, ctx.account_id, store.upsert_messages, docs))
-            written = result.written
+            results, bad = await write_isolating(ctx, source, docs, partial(
+                ctx.runner.write, ctx.account_id, store.upsert_messages))
+            written = sum(r.written for r in results)
+            if bad:
+                poisoned = {id(doc) for doc, _ in bad}
+                docs = [doc for doc in docs if id(doc) not in poisoned]
+                refused += [f"message {doc.id}: {error}" for doc, error in bad]
             summaries = summarise(docs, names=work.names, groups=work.groups,
                                   backfilled_at_ms=now_ms if source == "backfill" else None)
-            await retry_store(ctx, source, partial(ctx.runner.write, ctx.account_id, store.advance_threads, summaries))
+            _, bad_summaries = await write_isolating(ctx, source, summaries, partial(
+                ctx.runner.write, ctx.account_id, store.advance_threads))
+            refused += [f"thread {s.client_jid}: {error}" for s, error in bad_summaries]
             committed |= {(d.thread_id, d.id) for d in docs}
         oldest = min(docs, key=lambda d: d.ts_client_ms) if docs else None
         answers.append(OnDemandAnswer(thread_id=thread_id, received=len(docs), written=written,
                                       oldest=oldest, end_of_history=thread_id in work.ended))
     if committed:
         await ctx.announce_committed(committed)
+    if refused:
+        await ctx.set_aside(work.seq, f"{len(refused)} refused, first {refused[0]}"[:500])
     await ctx.ledger.settle([work.seq])
     for answer in answers:
         waited = requests.deliver(answer)
         log.info("[on-demand] accountId=%s thread=%s source=%s received=%d written=%d endOfHistory=%s late=%s dryRun=%s",
-                 ctx.account_id, answer.thread_id, sources[answer.thread_id], answer.received, answer.written, answer.end_of_history, not waited, dry_run)
+                 ctx.account_id, answer.thread_id, sources[answer.thread_id], answer.received,
+                 answer.written, answer.end_of_history, not waited, dry_run)

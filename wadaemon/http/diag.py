@@ -87,6 +87,10 @@ class DiagAccount(msgspec.Struct, rename="camel"):
     rejected: int
     capture_errors: int
     last_error: str
+    dead_letters: int
+    last_dead_letter: str
+    pipeline_restarts: int
+    pipeline_restarted_at_ms: int | None
     backfill_blocked: str
     backfill_next_eligible_ms: int | None
     backfill_lock_holder: str
