@@ -3,6 +3,7 @@
 ::
 
     wadaemon                 one_for_one
+    ├── control              the actions HTTP may ask for: sends, backfill triggers
     ├── http                 aiohttp on its own thread (/health, /ready, /diag, API)
     ├── accounts             one_for_one, one subtree per account (wadaemon.actors.account)
     ├── auto-backfill        older history, thread repair (wadaemon.schedulers.auto_backfill)
@@ -31,6 +32,7 @@ import trio
 from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.account import AccountRuntime
 from wadaemon.config import Settings
+from wadaemon.control import DaemonActions, OutboundLedger, backfill_trigger
 from wadaemon.metrics import Metrics
 from wadaemon.schedulers.auto_backfill import AutoBackfill
 from wadaemon.schedulers.lease import WallClock
@@ -80,6 +82,9 @@ class Daemon:
         }
         self.auto_backfill = AutoBackfill(settings, self.runner, self, clock=self.clock)
         self.recent_sync = RecentSync(settings, self.runner, self, clock=self.clock)
+        self.control = DaemonActions(
+            self.accounts, OutboundLedger(settings.data_dir / "outbound.sqlite"),
+            backfill=backfill_trigger(self.auto_backfill, lambda a: self.board.account(a).state))
         self.serve = serve
         self.http: Any = None
         self.notifier = Notifier.from_environ() if notifier is None else notifier
@@ -89,12 +94,13 @@ class Daemon:
         self.board.set_supervision(self.root.snapshot)
 
     def _children(self) -> list[ChildSpec]:
-        children: list[ChildSpec] = []
+        children: list[ChildSpec] = [ChildSpec("control", self.control.run)]
         if self.serve:
             from wadaemon.http.server import HttpServer, serve_http  # aiohttp only when serving
 
-            self.http = HttpServer(self.settings.host, self.settings.port, self.board, self.store, None,
-                                   metrics=self.metrics, settings=self.settings)
+            self.http = HttpServer(
+                self.settings.host, self.settings.port, self.board, self.store, None,
+                metrics=self.metrics, settings=self.settings, control=self.control)
             server = self.http
 
             async def http(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -104,8 +110,7 @@ class Daemon:
         accounts = Supervisor("accounts", [ChildSpec(f"account:{a}", rt.supervisor.run)
                                            for a, rt in self.accounts.items()], strategy="one_for_one")
         children.append(ChildSpec("accounts", accounts.run))
-        if self.settings.auto_backfill_enabled:
-            children.append(ChildSpec("auto-backfill", self.auto_backfill.run))
+        children.append(ChildSpec("auto-backfill", self.auto_backfill.run))  # manual runs even when off
         if self.settings.recent_sync_enabled:
             children.append(ChildSpec("recent-sync", self.recent_sync.run))
         if self.notifier.enabled:
@@ -145,6 +150,7 @@ class Daemon:
             self.board.set_mode("stopping")
             for runtime in self.accounts.values():
                 runtime.close()
+            self.control.ledger.close()
             self.notifier.close()
             log.info("wadaemon stopped")
 

@@ -141,7 +141,7 @@ async def test_full_cycle_running_success_cooldown_next_run(clock: trio.testing.
     assert cycle[2][1] == cycle[1][1]
     assert cycle[3][1]["lastAutoBackfillStatus"]["trigger"] == "periodic"  # type: ignore[index]
     assert cycle[4][1]["lastAutoBackfillStatus"]["ok"] is True  # type: ignore[index]
-    with capsys.disabled():
+    if True:  # shown with pytest -s: the cycle as an operator sees it in the store
         print("\n--- accounts/shop status fields through one cycle (MockClock; epoch of trio time 0 ="
               f" {ms_to_datetime(BASE_MS).isoformat()}) ---")
         for label, fields in cycle:
@@ -310,12 +310,24 @@ async def test_tick_over_many_accounts_in_cooldown_reads_and_writes_nothing(cloc
 
 @pytest.mark.parametrize(("env", "expected"), [
     ({}, {"auto-backfill", "recent-sync"}),
-    ({"WHATSAPP_AUTO_BACKFILL_ENABLED": "false"}, {"recent-sync"}),
-    ({"AUTO_BACKFILL_ENABLED": "false"}, {"recent-sync"}),
     ({"RECENT_SYNC_ENABLED": "false"}, {"auto-backfill"}),
 ])
-def test_disabled_flags_leave_the_scheduler_out(tmp_path: Path, env: dict[str, str], expected: set[str]) -> None:
+def test_recent_sync_flag_leaves_its_actor_out(tmp_path: Path, env: dict[str, str], expected: set[str]) -> None:
     settings: Settings = load_settings({"WADAEMON_DATA_DIR": str(tmp_path), "INSTANCE_ID": "i", **env})
     daemon = Daemon(settings, SqliteStore(tmp_path / "s.sqlite"), [], lambda a: None, serve=False)  # type: ignore[arg-type,return-value]
     names = {spec.name for spec in daemon._children()}
-    assert names - {"accounts"} == expected
+    assert names - {"accounts", "control"} == expected
+
+
+@pytest.mark.parametrize("flag", ["WHATSAPP_AUTO_BACKFILL_ENABLED", "AUTO_BACKFILL_ENABLED"])
+async def test_auto_backfill_off_runs_nothing_by_itself_but_manual_still_works(
+        clock: trio.testing.MockClock, store: CountingStore, tmp_path: Path, flag: str) -> None:
+    settings = load_settings({"WADAEMON_DATA_DIR": str(tmp_path), flag: "false", "INSTANCE_ID": "me"})
+    assert not settings.auto_backfill_enabled
+    account = FakeAccount("a")
+    sched = scheduler(store, FakeAccounts([account]), auto_backfill_enabled=False, auto_backfill_interval_ms=60_000)
+    async with running(sched) as finished:
+        await trio.sleep(3600)
+        assert finished == [] and sched.ticks == 0  # no connect run, no periodic tick
+        assert await sched.trigger_backfill("a") == "started"
+        await finished.until(1)

@@ -38,6 +38,9 @@ from wadaemon.domain import AccountDoc, SyncGap, datetime_to_ms, ms_to_datetime
 log = logging.getLogger("wadaemon.coverage")
 
 HEARTBEAT_S = 60.0
+#: A gap starts this much before the heartbeat says: message timestamps are WhatsApp's clock,
+#: the heartbeat is ours, and the two may disagree by seconds.
+CLOCK_MARGIN_MS = 60_000
 
 
 def add_gap(gaps: Sequence[SyncGap], gap: SyncGap) -> list[SyncGap]:
@@ -79,7 +82,7 @@ class Coverage:
             self.connected = True
             reason = "restart" if self.connects == 1 else "disconnected"
             if self.covered_until_ms is not None and at_ms > self.covered_until_ms:
-                self._add(SyncGap(from_ms=self.covered_until_ms, to_ms=at_ms, reason=reason))
+                self._add(SyncGap(from_ms=self.covered_until_ms - CLOCK_MARGIN_MS, to_ms=at_ms, reason=reason))
             self._cover(max(at_ms, self.covered_until_ms or 0))
         elif self.connected:
             self.connected = False

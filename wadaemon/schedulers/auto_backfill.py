@@ -24,6 +24,9 @@ and when it started; with the lock still live (perhaps a healthy run elsewhere) 
 touched and the account is ``lock_busy`` until the lock's expiry, after which the next tick
 runs it. Being interrupted does not start the attempt backoff: the account did nothing wrong.
 
+**Disabled** (either SPEC §2 flag false): the actor still runs, for manual triggers only —
+no connect or periodic run, no periodic repair.
+
 **Capability unavailable** (neonize 0.5.2, a replay): such an account is never run; the first
 time it is seen the status says so once (``errorCode: history_requests_unavailable``) and
 ``/diag`` shows ``capability_unavailable``; thread repair still runs on the periodic tick. If
@@ -33,6 +36,7 @@ the transport later reports the capability (a new library), the account becomes 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
 from datetime import datetime
@@ -102,7 +106,8 @@ class AutoBackfill:
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        interval_s = self.settings.auto_backfill_interval_ms / 1000
+        auto = self.settings.auto_backfill_enabled
+        interval_s = self.settings.auto_backfill_interval_ms / 1000 if auto else math.inf
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._watch_accounts)
@@ -146,7 +151,7 @@ class AutoBackfill:
             seen = self._seen_connects.get(account.account_id, 0)
             if account.connects > seen:
                 self._seen_connects[account.account_id] = account.connects
-                if not state.unavailable:
+                if not state.unavailable and self.settings.auto_backfill_enabled:
                     delay = connect_delay_ms(self._rng) / 1000
                     self._due[account.account_id] = trio.current_time() + delay
                     log.info("[auto-backfill] accountId=%s connected: backfill considered in %.0fs",

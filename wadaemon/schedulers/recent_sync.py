@@ -143,7 +143,14 @@ class RecentSync:
 
     async def tick(self) -> None:
         self.ticks += 1
-        due = [a for a in self.accounts.running_accounts() if a.connected and a.open_gaps()]
+        now = self.clock()
+        due = []
+        for account in self.accounts.running_accounts():
+            live, expired = live_gaps(account.open_gaps(), now, self.settings.recent_sync_lookback_ms)
+            if expired:
+                account.close_gaps(expired)  # left the look-back window: nothing to anchor on
+            if live and account.connected:
+                due.append(account)
         limiter = trio.CapacityLimiter(self.settings.recent_sync_max_concurrency)
         async with trio.open_nursery() as nursery:
             for account in due:
