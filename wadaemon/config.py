@@ -51,6 +51,7 @@ _FALSE: Final = frozenset({"false", "0", "no", "off"})
 _BOOL_ALLOWED: Final = "one of true/false, 1/0, yes/no, on/off (any case)"
 _DIGITS: Final = re.compile(r"[0-9]+")
 _SHOW_MAX: Final = 60
+_UINT32_MAX: Final = 2**32 - 1  # the history-sync limits are uint32 protobuf fields
 
 
 class ConfigError(ValueError):
@@ -83,6 +84,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # History sync on pairing.
     sync_full_history: bool = True
     history_sync_dry_run: bool = False
+    # How deep that full history goes (sent with requireFullSync at link time; whatsmeow's own
+    # defaults: ten years, 100 GB).
+    history_sync_days: int = 3650
+    history_sync_size_mb: int = 102_400
+    history_sync_quota_mb: int = 102_400
 
     # Backfill (on-demand and automatic).
     backfill_count: int = 100
@@ -373,6 +379,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         history_sync_dry_run=env.flag(
             "WHATSAPP_HISTORY_SYNC_DRY_RUN", defaults.history_sync_dry_run
         ),
+        history_sync_days=env.count(["WHATSAPP_HISTORY_SYNC_DAYS"], defaults.history_sync_days,
+                                    maximum=_UINT32_MAX),
+        history_sync_size_mb=env.count(["WHATSAPP_HISTORY_SYNC_SIZE_MB"], defaults.history_sync_size_mb,
+                                       maximum=_UINT32_MAX),
+        history_sync_quota_mb=env.count(["WHATSAPP_HISTORY_SYNC_QUOTA_MB"], defaults.history_sync_quota_mb,
+                                        maximum=_UINT32_MAX),
         backfill_count=env.count(["WHATSAPP_BACKFILL_COUNT"], defaults.backfill_count),
         backfill_threads=env.count(["WHATSAPP_BACKFILL_THREADS"], defaults.backfill_threads),
         backfill_messages_per_thread=env.count(
