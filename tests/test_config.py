@@ -725,3 +725,32 @@ def test_loader_reads_exactly_the_documented_variables() -> None:
     env = RecordingEnv()
     load_settings(env)
     assert env.asked == set(ALL_VARS)
+
+
+def test_sources_name_what_is_set_and_mark_legacy_names() -> None:
+    from wadaemon.config import describe_sources
+
+    line = describe_sources({"PORT": "9000", "AUTO_BACKFILL_INTERVAL_MS": "5000",
+                             "WHATSAPP_BACKFILL_CONCURRENCY": "3", "AUTO_BACKFILL_MAX_CONCURRENCY": "4",
+                             "API_TOKEN": SECRET, "UNRELATED": "x"})
+    assert line == ("set in the environment: WHATSAPP_BACKFILL_CONCURRENCY, AUTO_BACKFILL_INTERVAL_MS"
+                    " (legacy name of WHATSAPP_BACKFILL_INTERVAL_SECONDS), PORT, API_TOKEN,"
+                    " AUTO_BACKFILL_MAX_CONCURRENCY (legacy, ignored: WHATSAPP_BACKFILL_CONCURRENCY is set);"
+                    " everything else is the default")
+    assert SECRET not in line
+    assert describe_sources({}) == "nothing set in the environment; everything else is the default"
+
+
+def test_start_up_logs_the_effective_settings_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from wadaemon.cli import main
+
+    monkeypatch.setenv("API_TOKEN", SECRET)
+    monkeypatch.setenv("WADAEMON_DATA_DIR", str(tmp_path))
+    assert main(["replay", "acct", str(tmp_path / "missing.jsonl")]) == 2
+    err = capsys.readouterr().err
+    config_lines = [line for line in err.splitlines() if "[config]" in line]
+    assert len(config_lines) == 2
+    assert "api_token=<redacted>" in config_lines[0] and "port=8080" in config_lines[0]
+    assert "API_TOKEN" in config_lines[1] and "WADAEMON_DATA_DIR" in config_lines[1]
+    assert SECRET not in err

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
-from wadaemon.config import ConfigError, Settings, load_settings, parse_host_port
+from wadaemon.config import ConfigError, Settings, describe_sources, load_settings, parse_host_port
 from wadaemon.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -57,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wadaemon: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.instance_id, settings.log_level)
+    log.info("[config] %s", settings.describe())
+    log.info("[config] %s", describe_sources())
     if args.command == "run":
         return _run(settings)
     if args.command == "pair":
