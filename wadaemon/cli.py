@@ -248,18 +248,31 @@ class ReplayReport(msgspec.Struct, rename="camel"):
     pending_updates: int
 
 
-async def drain(settings: Settings, store: Store, account_id: str, transport: ReplayTransport) -> AccountStatus:
+async def drain(settings: Settings, store: Store, account_id: str,
+                transport: ReplayTransport) -> tuple[AccountStatus, bool]:
     """Run one account's pipeline (no HTTP) until ``transport`` has played everything and the
-    journal is drained, then stop; the account's final status."""
+    journal is drained, then stop: the account's final status, and whether a signal (SIGINT,
+    SIGTERM) ended it first — then what was not drained stays journaled for the next run."""
     from wadaemon.daemon import Daemon
 
     daemon = Daemon(settings, store, [account_id], lambda _: transport, serve=False)
+    interrupted = True
     async with trio.open_nursery() as nursery:
-        await nursery.start(daemon.run)
-        await trio.to_thread.run_sync(transport.finished.wait)
+
+        async def daemon_then_stop(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await daemon.run(task_status=task_status)
+            nursery.cancel_scope.cancel()  # stopped by a signal: stop waiting for the drain
+
+        await nursery.start(daemon_then_stop)
+        await trio.to_thread.run_sync(transport.finished.wait, abandon_on_cancel=True)
         await daemon.accounts[account_id].wait_drained()
+        interrupted = False
         daemon.stop()
-    return daemon.board.account(account_id)
+    return daemon.board.account(account_id), interrupted
+
+
+INTERRUPTED = ("wadaemon: interrupted before the journal was drained; what is left stays in the"
+               " journal and is ingested by the next run")
 
 
 class DeadLetterLine(msgspec.Struct, rename="camel"):
@@ -297,9 +310,12 @@ def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
         journal.close()
     store = open_store(settings)
     try:
-        status = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
+        status, interrupted = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
     finally:
         close_store(store)
+    if interrupted:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     print(msgspec.json.encode({"account": account_id, "restored": restored,
                                "deadLetters": status.dead_letters}).decode())
     return 1 if status.dead_letters else 0
@@ -315,7 +331,7 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
     store = open_store(settings)
     transport = ReplayTransport(account_id, path)
     try:
-        status = trio.run(drain, settings, store, account_id, transport)
+        status, interrupted = trio.run(drain, settings, store, account_id, transport)
     finally:
         close_store(store)
     report = ReplayReport(
@@ -327,6 +343,9 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
     print(msgspec.json.encode(report).decode())
     for number, reason in transport.bad_lines:
         print(f"{path}:{number}: skipped: {reason}", file=sys.stderr)
+    if interrupted:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     return 1 if transport.bad_lines else 0
 
 
