@@ -1,14 +1,14 @@
 """The durable ingest journal: every raw WhatsApp event is on disk before its hand-over completes.
 
 whatsmeow acknowledges a message to WhatsApp when neonize queues it, before Python sees it
-(shared/NEONIZE.md), so from that moment the only copy is ours. ``Journal.append`` — called by
+(docs/whatsapp.md), so from that moment the only copy is ours. ``Journal.append`` — called by
 the transport on its own (Go) thread — returns only once the event is committed to a local
 SQLite file, one per account (``{data}/journal/{account}.sqlite``). The trio side reads entries
 through a ``JournalReader``, writes them to the store, and marks them done; done entries are
 deleted (the journal is a queue, not an archive). Whatever is still there at start is replayed,
 so a crash or a store outage loses nothing. An entry is done only after its writes committed,
 so a replay can repeat writes that landed just before a crash: the store writes must be
-idempotent (keyed by message id) for that to duplicate nothing (SPEC §3.9).
+idempotent (keyed by message id) for that to duplicate nothing (docs/architecture.md).
 
 Durability level. SQLite in WAL mode with ``synchronous=NORMAL`` makes a commit durable across
 a *process* crash (SIGKILL, OOM kill): the WAL frame is written to the OS before COMMIT returns,

@@ -1,4 +1,4 @@
-"""``GET /diag``: what an operator looks at first (SPEC §5, plus per-account progress).
+"""``GET /diag``: what an operator looks at first (the HTTP contract, plus per-account progress).
 
 Shape::
 
