@@ -1,8 +1,10 @@
 """The dispatcher: journal entries in, resolved work out, in journal order.
 
 It is the only actor that translates and resolves identity, so LID mappings are learned in the
-order WhatsApp sent them and every writer downstream sees canonical JIDs only. Events that need
-no write (connection changes, rejects) settle their entry at once.
+order WhatsApp sent them and every writer downstream sees canonical JIDs only. It also keeps the
+account's ``NameBook`` (names learned in journal order) and sends the group-namer the groups
+whose subject is to be written or asked. Events that need no write (connection changes,
+rejects) settle their entry at once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import trio
 from wadaemon.actors.context import AccountContext
 from wadaemon.actors.retry import retry_store
 from wadaemon.actors.work import (
+    GroupWork,
     HistoryWork,
     MergeWork,
     MessageWork,
@@ -25,6 +28,7 @@ from wadaemon.domain import (
     AccountDoc,
     ConnectionEvent,
     EditEvent,
+    GroupChangeEvent,
     HistoryChunkEvent,
     MessageEvent,
     MessageMutation,
@@ -58,6 +62,8 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
         ctx.runner.read, ctx.runner.store.list_threads, ctx.account_id, limit=KNOWN_THREADS_SCAN))
     for thread in threads:
         ctx.identity.note_thread(thread.client_jid)
+        if thread.is_group:  # a subject already stored is not asked again
+            ctx.names.learn_subject(thread.client_jid, thread.display_name)
     while True:
         entries = await ctx.reader.next_batch(BATCH_ENTRIES)
         for entry in entries:
@@ -71,6 +77,8 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
                     await ctx.history_send.send(item)
                 elif isinstance(item, MessageWork | MergeWork):
                     await ctx.realtime_send.send(item)
+                elif isinstance(item, GroupWork):
+                    await ctx.groups_send.send(item)
                 else:
                     await ctx.updates_send.send(item)
         ctx.status.journal_backlog = ctx.reader.backlog()
@@ -79,7 +87,7 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
 
 def _resolve(
     ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEvent
-) -> list[HistoryWork | MessageWork | MergeWork | UpdateWork]:
+) -> list[HistoryWork | MessageWork | MergeWork | UpdateWork | GroupWork]:
     identity = ctx.identity
     if isinstance(event, MessageEvent):
         merges = identity.learn_address(event.chat) + identity.learn_address(event.sender)
@@ -88,7 +96,12 @@ def _resolve(
             return []
         doc = message_doc(event, client_jid=client_jid, sender_jid=identity.canonical(event.sender.jid), synced_ms=None)
         identity.note_thread(client_jid)
-        return [*(MergeWork(seq, m) for m in merges), MessageWork(seq, doc)]
+        if doc.direction == "inbound" and doc.sender_jid == client_jid:
+            ctx.names.learn_pushname(client_jid, doc.sender_name)
+        return [*(MergeWork(seq, m) for m in merges), MessageWork(seq, doc), *_ask_subject(ctx, seq, client_jid)]
+    if isinstance(event, GroupChangeEvent):
+        ctx.names.learn_subject(event.jid, event.subject)
+        return [GroupWork(seq, event.jid, event.subject)] if event.subject else []
     if isinstance(event, HistoryChunkEvent):
         return _resolve_history(ctx, seq, event)
     if isinstance(event, ReceiptEvent):
@@ -120,12 +133,18 @@ def _resolve(
     return []
 
 
-def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) -> list[HistoryWork | MessageWork | MergeWork | UpdateWork]:
+def _ask_subject(ctx: AccountContext, seq: int, client_jid: str) -> list[GroupWork]:
+    """Ask WhatsApp for the subject of a group no event named (yet): ``NameBook.wants_subject``."""
+    return [GroupWork(seq, client_jid)] if ctx.names.wants_subject(client_jid, trio.current_time()) else []
+
+
+def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) -> list[HistoryWork | MessageWork | MergeWork | UpdateWork | GroupWork]:
     identity = ctx.identity
     merges = identity.learn(event.lid_mappings)
     docs = []
     names: dict[str, str] = {}
     groups: set[str] = set()
+    asks: list[GroupWork] = []
     skipped = 0
     synced_ms = int(time.time() * 1000)
     for conversation in event.conversations:
@@ -135,16 +154,28 @@ def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) ->
             skipped += len(conversation.messages)
             continue
         identity.note_thread(client_jid)
-        if conversation.name:
-            names[client_jid] = conversation.name
         if conversation.is_group:
             groups.add(client_jid)
+            ctx.names.learn_subject(client_jid, conversation.name)
+        else:
+            ctx.names.learn_contact(client_jid, conversation.name)
+        if name := ctx.names.name_of(client_jid):
+            names[client_jid] = name
+        elif conversation.is_group and conversation.messages:
+            asks += _ask_subject(ctx, seq, client_jid)
         for message in conversation.messages:
             merges += identity.learn_address(message.sender)
             docs.append(message_doc(message, client_jid=client_jid,
                                     sender_jid=identity.canonical(message.sender.jid), synced_ms=synced_ms))
-    history = HistoryWork(seq, event.sync_type, event.chunk_order, event.progress, docs, names, groups, skipped)
-    return [*(MergeWork(seq, m) for m in merges), history]
+    renames: dict[str, str] = {}
+    for jid, pushname in event.pushnames:
+        canonical = identity.canonical(jid)
+        ctx.names.learn_pushname(canonical, pushname)
+        if identity.is_lid_thread(canonical) and canonical not in names:
+            renames[canonical] = ctx.names.name_of(canonical)  # a LID thread shown by placeholder so far
+    history = HistoryWork(seq, event.sync_type, event.chunk_order, event.progress, docs, names, groups, skipped,
+                          renames)
+    return [*(MergeWork(seq, m) for m in merges), history, *asks]
 
 
 def _mutation(thread_id: str, event: EditEvent | RevokeEvent | ReactionEvent) -> MessageMutation:

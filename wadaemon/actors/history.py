@@ -17,7 +17,7 @@ from wadaemon.actors.context import AccountContext
 from wadaemon.actors.retry import retry_store
 from wadaemon.actors.work import HistoryWork
 from wadaemon.domain import AccountDoc, HistorySyncResult, ms_to_datetime
-from wadaemon.records import summarise
+from wadaemon.records import renamed, summarise
 
 log = logging.getLogger("wadaemon.history")
 
@@ -38,7 +38,7 @@ async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
     if not dry_run:
         result = await retry_store(ctx, "history-sync", partial(ctx.runner.write, ctx.account_id, store.upsert_messages, work.docs))
         saved, unchanged = result.written, unchanged + result.unchanged
-        summaries = summarise(work.docs, names=work.names, groups=work.groups)
+        summaries = summarise(work.docs, names=work.names, groups=work.groups) + renamed(ctx.account_id, work.renames)
         if summaries:
             await retry_store(ctx, "history-sync", lambda: ctx.runner.write(ctx.account_id, store.advance_threads, summaries))
     else:

@@ -121,7 +121,7 @@ async def _commit(ctx: AccountContext, batch: list[RealtimeItem], buffer: _Summa
 
 async def _flush_summaries(ctx: AccountContext, buffer: _SummaryBuffer) -> None:
     docs = [doc for per_thread in buffer.docs.values() for doc in per_thread]
-    summaries = summarise(docs)
+    summaries = summarise(docs, names=ctx.names.names_of(buffer.docs))
     if summaries:
         await retry_store(ctx, "realtime", lambda: ctx.runner.write(
             ctx.account_id, ctx.runner.store.advance_threads, summaries))
