@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay = commands.add_parser("replay", help="ingest a capture file through the live path")
     replay.add_argument("account")
     replay.add_argument("file", type=Path)
+    adopt = commands.add_parser("adopt", help="put right what the old backend wrote (a dry run unless --apply)")
+    adopt.add_argument("--account", action="append", default=[], help="an account id (repeatable; default: all)")
+    adopt.add_argument("--apply", action="store_true", help="write the changes (default: report only)")
+    adopt.add_argument("--rate", type=float, default=500.0, help="store operations per second at most (default 500)")
+    adopt.add_argument("--json", action="store_true", help="print the report as JSON lines")
     args = parser.parse_args(argv)
 
     try:
@@ -38,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"wadaemon: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.instance_id)
+    setup_logging(settings.instance_id, settings.log_level)
     if args.command == "run":
         return _run(settings)
     if args.command == "pair":
@@ -48,7 +54,49 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         exit_code: int = trio.run(run_demo, settings, args.accounts, args.messages, args.seconds)
         return exit_code
+    if args.command == "adopt":
+        return _adopt(settings, args.account, apply=args.apply, rate=args.rate, as_json=args.json)
     return _replay(settings, args.account, args.file)
+
+
+def _adopt(settings: Settings, accounts: list[str], *, apply: bool, rate: float, as_json: bool) -> int:
+    from wadaemon.adopt.runner import Adopter, Progress, format_report
+    from wadaemon.store import open_store
+    from wadaemon.store.legacy import open_legacy
+    from wadaemon.whatsapp.lid_store import lid_mappings
+
+    store = open_store(settings)
+    try:
+        legacy = open_legacy(store)
+        if legacy is None:
+            print("wadaemon adopt: the embedded store holds no legacy data (the old backend only wrote "
+                  "Firestore): nothing to adopt", file=sys.stderr)
+            return 0
+        sessions = settings.data_dir / "sessions"
+
+        shown = [0.0]
+
+        def progress(p: Progress) -> None:
+            if time.monotonic() - shown[0] < 1.0 and p.threads_done < p.threads_total:
+                return
+            shown[0] = time.monotonic()
+            eta = f", about {p.eta_s:.0f} s left" if p.eta_s is not None else ""
+            print(f"adopt {p.account_id}: {p.phase} {p.threads_done}/{p.threads_total} threads, "
+                  f"{p.documents} documents, {p.writes} writes{eta}", file=sys.stderr, flush=True)
+
+        adopter = Adopter(legacy, apply=apply, rate=rate, progress=progress,
+                          lid_map=lambda account: lid_mappings(sessions / f"{account}.db"))
+        reports = []
+        for account in accounts or legacy.account_ids():
+            report = adopter.adopt_account(account)
+            reports.append(report)
+            if as_json:
+                print(msgspec.json.encode(report).decode(), flush=True)
+        if not as_json:
+            print(format_report(reports))
+        return 0
+    finally:
+        store.close()
 
 
 def _run(settings: Settings) -> int:
@@ -61,6 +109,10 @@ def _run(settings: Settings) -> int:
     if not accounts:
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
     store = open_store(settings)
+    if store.backend == "firestore":
+        from wadaemon.adopt.runner import warn_if_unadopted
+
+        warn_if_unadopted(store, accounts)
 
     def transport(account_id: str) -> NeonizeTransport:
         return NeonizeTransport(account_id, sessions / f"{account_id}.db",

@@ -4,7 +4,8 @@
 
     wadaemon                 one_for_one
     ├── http                 aiohttp on its own thread (/health, /ready, /diag, API)
-    └── accounts             one_for_one, one subtree per account (wadaemon.actors.account)
+    ├── accounts             one_for_one, one subtree per account (wadaemon.actors.account)
+    └── systemd              READY / WATCHDOG / STATUS / STOPPING (only under NOTIFY_SOCKET)
 
 Global scheduler actors (auto-backfill, recent-sync, repair, leases) join the root as siblings
 of ``accounts`` when their issues land. Shutdown (SIGTERM/SIGINT or ``stop``): /ready turns 503,
@@ -24,9 +25,11 @@ import trio
 from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.account import AccountRuntime
 from wadaemon.config import Settings
+from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store
 from wadaemon.store.runner import StoreRunner
+from wadaemon.systemd import Notifier, run_notifier
 from wadaemon.whatsapp.transport import Transport
 
 log = logging.getLogger("wadaemon")
@@ -43,11 +46,13 @@ class Daemon:
         transport_factory: TransportFactory,
         *,
         serve: bool = True,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.runner = StoreRunner(store)
         self.board = DaemonStatus(settings.instance_id)
+        self.metrics = Metrics(self.board)
+        self.runner = StoreRunner(store, on_write=self.metrics.observe_write)
         self.accounts: dict[str, AccountRuntime] = {
             account_id: AccountRuntime(
                 account_id,
@@ -61,6 +66,8 @@ class Daemon:
         }
         self.serve = serve
         self.http: Any = None
+        self.notifier = Notifier.from_environ() if notifier is None else notifier
+        self._ready = trio.Event()
         self._cancel = trio.CancelScope()
         self.root = Supervisor("wadaemon", self._children(), strategy="one_for_one")
         self.board.set_supervision(self.root.snapshot)
@@ -70,7 +77,8 @@ class Daemon:
         if self.serve:
             from wadaemon.http.server import HttpServer, serve_http  # aiohttp only when serving
 
-            self.http = HttpServer(self.settings.host, self.settings.port, self.board, self.store, None)
+            self.http = HttpServer(self.settings.host, self.settings.port, self.board, self.store, None,
+                                   metrics=self.metrics, settings=self.settings)
             server = self.http
 
             async def http(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -80,6 +88,13 @@ class Daemon:
         accounts = Supervisor("accounts", [ChildSpec(f"account:{a}", rt.supervisor.run)
                                            for a, rt in self.accounts.items()], strategy="one_for_one")
         children.append(ChildSpec("accounts", accounts.run))
+        if self.notifier.enabled:
+            notifier, board, ready = self.notifier, self.board, self._ready
+
+            async def systemd(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                await run_notifier(notifier, board, ready, task_status=task_status)
+
+            children.append(ChildSpec("systemd", systemd))
         return children
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -93,11 +108,13 @@ class Daemon:
                     await nursery.start(self.root.run)
                     self.board.set_mode("active" if self.accounts else "passive")
                     log.info("wadaemon ready mode=%s", self.board.mode)
+                    self._ready.set()
                     task_status.started()
         finally:
             self.board.set_mode("stopping")
             for runtime in self.accounts.values():
                 runtime.close()
+            self.notifier.close()
             log.info("wadaemon stopped")
 
     def stop(self) -> None:

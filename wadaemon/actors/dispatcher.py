@@ -30,6 +30,7 @@ from wadaemon.domain import (
     EditEvent,
     GroupChangeEvent,
     HistoryChunkEvent,
+    LidMapping,
     MessageEvent,
     MessageMutation,
     OfflineSyncEvent,
@@ -62,6 +63,9 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
         ctx.runner.read, ctx.runner.store.list_threads, ctx.account_id, limit=KNOWN_THREADS_SCAN))
     for thread in threads:
         ctx.identity.note_thread(thread.client_jid)
+        # A thread's merged LIDs name its person: remembered, so a message still addressed by
+        # such a LID lands in the merged thread even when the session's LID store lost the pair.
+        ctx.identity.learn(LidMapping(lid=alias, pn=thread.client_jid) for alias in thread.alias_jids)
         if thread.is_group:  # a subject already stored is not asked again
             ctx.names.learn_subject(thread.client_jid, thread.display_name)
     while True:
