@@ -23,7 +23,7 @@ from functools import partial
 import trio
 
 from wadaemon.actors.context import AccountContext
-from wadaemon.actors.retry import retry_store
+from wadaemon.actors.retry import write_isolating
 from wadaemon.records import renamed
 
 log = logging.getLogger("wadaemon.groups")
@@ -38,8 +38,12 @@ async def run_group_namer(ctx: AccountContext, *, task_status: trio.TaskStatus[N
         if subject:
             ctx.names.learn_subject(work.jid, subject)
             summaries = renamed(ctx.account_id, {work.jid: subject}, is_group=True)
-            await retry_store(ctx, "groups", partial(
-                ctx.runner.write, ctx.account_id, ctx.runner.store.advance_threads, summaries))
+            # A name the store refuses is derived data (its thread is stored): logged, not held.
+            _, refused = await write_isolating(ctx, "groups", summaries, partial(
+                ctx.runner.write, ctx.account_id, ctx.runner.store.advance_threads))
+            for _summary, error in refused:
+                log.error("[groups] accountId=%s subject of %s refused by the store: %s",
+                          ctx.account_id, work.jid, error)
         await ctx.ledger.settle([work.seq])
 
 
