@@ -16,6 +16,9 @@ as the app builds them, against the emulator.
 * ``models/thread_model.dart``: how a row becomes the name, phone, preview and time shown.
 * ``screens/whatsapp/whatsapp_chat_screen.dart``: the chat's query, its duplicate rule and
   which messages it shows.
+* ``services/whatsapp_api_service.dart`` (``getAccounts``): the accounts come from the backend's
+  ``GET /api/whatsapp/accounts``, not from Firestore; the screens list the threads of those
+  whose ``status`` is ``connected``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,24 @@ STRING_CAST_FIELDS = ("profilePictureUrl", "photoUrl", "avatarUrl", "accountId",
                       "redirectTo", "clientJid", "id")
 
 _PHONE_LIKE = re.compile(r"^\+?[\d\s\-\(\)]{6,}$")
+
+
+def connected_accounts(body: Any) -> list[str]:
+    """``getAccounts`` and the screens' filter: ``data['accounts'] as List?``, ``data['waMode']
+    as String?``, and per account ``id``, ``name``, ``status``, ``phone``, ``phoneNumber``,
+    ``qrCode``, ``pairingCode`` each ``as String?``; the ids of those ``connected``."""
+    assert isinstance(body, dict), "SafeJson.tryDecodeJsonMap wants a JSON object"
+    accounts = body.get("accounts")
+    assert accounts is None or isinstance(accounts, list)
+    assert body.get("waMode") is None or isinstance(body["waMode"], str)
+    ids = []
+    for account in accounts or []:
+        assert isinstance(account, dict)
+        for key in ("id", "name", "status", "phone", "phoneNumber", "qrCode", "pairingCode"):
+            assert account.get(key) is None or isinstance(account[key], str), (key, account.get(key))
+        if account.get("status") == "connected" and account.get("id"):
+            ids.append(str(account["id"]))
+    return ids
 
 
 def thread_list_query(client: Any, account_id: str, limit: int = 100) -> Any:

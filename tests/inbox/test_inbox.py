@@ -9,10 +9,14 @@ a message the chat would not show — fails here.
 
 from __future__ import annotations
 
+import http.client
+import json
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from tests.inbox import app
 from tests.spine.harness import running, settings_for, settle
@@ -148,3 +152,31 @@ async def test_live_conversations_of_every_kind_are_listed(firestore_store: Fire
     assert (new_thread.normalized_phone, new_thread.last_message_direction) == (newcomer, "outbound")
     assert [(m.doc_id, m.status) for m in app.chat(store.client, new_thread.thread_id)] == [
         (sent.message_id, "sent")]
+
+
+async def test_the_inbox_finds_the_account_connected_and_lists_its_threads(
+        firestore_store: FirestoreStore, tmp_path: Path) -> None:
+    """The inbox takes its accounts from ``GET /api/whatsapp/accounts`` and lists the threads
+    of the ``connected`` ones only."""
+    store = firestore_store
+    phone = SimPhone(ACCOUNT, seed=25, chats=5, history_messages=50)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = settings_for(tmp_path, HOST="127.0.0.1", PORT=str(port))
+    async with running(settings, store, {ACCOUNT: phone}, serve=True) as daemon:
+        await settle(daemon, [phone])
+        reply = await trio.to_thread.run_sync(get_json, daemon.http.port, "/api/whatsapp/accounts")
+    assert app.connected_accounts(reply) == [ACCOUNT]
+    assert len(inbox(store)) == 5
+
+
+def get_json(port: int, path: str) -> Any:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Accept": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        return json.loads(response.read())
+    finally:
+        connection.close()

@@ -11,6 +11,7 @@ from tests.inbox import app
 from tests.inbox.indexes import IndexFile, QueryShape, covering_index, load_indexes, needs_composite
 from tests.store.builders import ACCOUNT, PEER, PEER_LID, T0, message, summary, tid
 from wadaemon.domain import AccountDoc
+from wadaemon.store.contract import PageKey
 from wadaemon.store.firestore import FirestoreStore
 
 
@@ -48,9 +49,12 @@ def test_every_query_of_the_store_and_the_inbox_is_covered(
     store.merge_threads(ACCOUNT, PEER_LID, PEER)
     store.update_account(ACCOUNT, AccountDoc(state="connected"))
     store.list_threads(ACCOUNT, limit=10)
+    store.list_threads(ACCOUNT, limit=10, after=PageKey(ms=T0 + 5, id=tid()))
+    store.list_threads(ACCOUNT, limit=10, after=PageKey(ms=None, id=tid()))
+    store.find_thread(ACCOUNT, PEER_LID)
     store.threads_missing_last_message(ACCOUNT, limit=10)
     store.list_messages(tid(), limit=10, order="asc")
-    store.list_messages(tid(), limit=10, order="desc")
+    store.list_messages(tid(), limit=10, order="desc", after=PageKey(ms=T0 + 5, id="m1"))
     store.oldest_message(tid())
     store.newest_message(tid())
     store.list_account_ids()
