@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 import trio
 
+from wadaemon.actors.ondemand import OnDemandRequests
 from wadaemon.actors.status_writer import AccountStatusWriter
 from wadaemon.actors.work import (
     Committed,
     EntryLedger,
     GroupWork,
-    HistoryWork,
+    HistoryItem,
     RealtimeItem,
     UpdateItem,
 )
@@ -47,6 +48,8 @@ class AccountContext:
     ledger: EntryLedger
     #: ``Transport.group_info`` (blocking: called from a worker thread).
     group_info: Callable[[str], GroupInfo]
+    #: Told of every connection change (state, journal receive time ms), in journal order.
+    on_connection: Callable[[str, int], None] | None = None
     names: NameBook = field(default_factory=NameBook)
     #: True while the update applier holds items it took from its channel (see ``quiet``).
     updates_busy: bool = False
@@ -54,8 +57,10 @@ class AccountContext:
     #: no journal entry, and a notice handed straight to a waiting receiver shows in no channel
     #: statistics, so they are counted here.
     committed_in_flight: int = 0
-    history_send: trio.MemorySendChannel[HistoryWork] = field(init=False)
-    history_recv: trio.MemoryReceiveChannel[HistoryWork] = field(init=False)
+    #: Outstanding on-demand history requests (backfill, recent-sync) on this phone.
+    requests: OnDemandRequests = field(init=False)
+    history_send: trio.MemorySendChannel[HistoryItem] = field(init=False)
+    history_recv: trio.MemoryReceiveChannel[HistoryItem] = field(init=False)
     realtime_send: trio.MemorySendChannel[RealtimeItem] = field(init=False)
     realtime_recv: trio.MemoryReceiveChannel[RealtimeItem] = field(init=False)
     updates_send: trio.MemorySendChannel[UpdateItem] = field(init=False)
@@ -64,6 +69,7 @@ class AccountContext:
     groups_recv: trio.MemoryReceiveChannel[GroupWork] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.requests = OnDemandRequests(pace_ms=self.settings.history_request_pace_ms, status=self.status)
         self.open_channels()
 
     def quiet(self) -> bool:
@@ -93,7 +99,7 @@ class AccountContext:
     def open_channels(self) -> None:
         """Fresh channels for a (re)started pipeline. History chunks are large: depth 2 keeps
         memory bounded by about one chunk being written plus one being resolved."""
-        self.history_send, self.history_recv = trio.open_memory_channel[HistoryWork](2)
+        self.history_send, self.history_recv = trio.open_memory_channel[HistoryItem](2)
         self.realtime_send, self.realtime_recv = trio.open_memory_channel[RealtimeItem](CHANNEL_DEPTH)
         self.updates_send, self.updates_recv = trio.open_memory_channel[UpdateItem](CHANNEL_DEPTH)
         self.groups_send, self.groups_recv = trio.open_memory_channel[GroupWork](CHANNEL_DEPTH)

@@ -18,6 +18,7 @@ import trio
 from wadaemon.actors.context import AccountContext
 from wadaemon.actors.retry import retry_store
 from wadaemon.actors.work import (
+    AnswerWork,
     GroupWork,
     HistoryWork,
     MergeWork,
@@ -77,7 +78,7 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
             if not work:
                 await ctx.ledger.settle([entry.seq])
             for item in work:
-                if isinstance(item, HistoryWork):
+                if isinstance(item, HistoryWork | AnswerWork):
                     await ctx.history_send.send(item)
                 elif isinstance(item, MessageWork | MergeWork):
                     await ctx.realtime_send.send(item)
@@ -89,9 +90,10 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
         ctx.status.journal_oldest_pending_ms = ctx.reader.oldest_pending_ms()
 
 
-def _resolve(
-    ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEvent
-) -> list[HistoryWork | MessageWork | MergeWork | UpdateWork | GroupWork]:
+Work = HistoryWork | AnswerWork | MessageWork | MergeWork | UpdateWork | GroupWork
+
+
+def _resolve(ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEvent) -> list[Work]:
     identity = ctx.identity
     if isinstance(event, MessageEvent):
         merges = identity.learn_address(event.chat) + identity.learn_address(event.sender)
@@ -120,6 +122,8 @@ def _resolve(
         if event.phone_jid:
             ctx.status.phone_jid = event.phone_jid
         ctx.status_writer.post(AccountDoc(state=event.state, phone_jid=event.phone_jid or None))
+        if ctx.on_connection is not None:
+            ctx.on_connection(event.state, received_ms)
         log.info("[connection] accountId=%s state=%s reason=%s", ctx.account_id, event.state, event.reason)
     elif isinstance(event, OfflineSyncEvent):
         log.info("[connection] accountId=%s offlineSync completed=%s messages=%d",
@@ -142,7 +146,9 @@ def _ask_subject(ctx: AccountContext, seq: int, client_jid: str) -> list[GroupWo
     return [GroupWork(seq, client_jid)] if ctx.names.wants_subject(client_jid, trio.current_time()) else []
 
 
-def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) -> list[HistoryWork | MessageWork | MergeWork | UpdateWork | GroupWork]:
+def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) -> list[Work]:
+    """Pairing history and on-demand answers resolve alike; they leave as different work
+    because they are written by different steps (``actors.history``)."""
     identity = ctx.identity
     merges = identity.learn(event.lid_mappings)
     docs = []
@@ -151,6 +157,8 @@ def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) ->
     asks: list[GroupWork] = []
     skipped = 0
     synced_ms = int(time.time() * 1000)
+    threads: list[str] = []
+    ended: set[str] = set()
     for conversation in event.conversations:
         merges += identity.learn_address(conversation.chat)
         client_jid = identity.canonical(conversation.chat.jid)
@@ -158,6 +166,10 @@ def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) ->
             skipped += len(conversation.messages)
             continue
         identity.note_thread(client_jid)
+        thread_id = thread_id_for(ctx.account_id, client_jid)
+        threads.append(thread_id)
+        if conversation.end_of_history:
+            ended.add(thread_id)
         if conversation.is_group:
             groups.add(client_jid)
             ctx.names.learn_subject(client_jid, conversation.name)
@@ -177,6 +189,9 @@ def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) ->
         ctx.names.learn_pushname(canonical, pushname)
         if identity.is_lid_thread(canonical) and canonical not in names:
             renames[canonical] = ctx.names.name_of(canonical)  # a LID thread shown by placeholder so far
+    if event.sync_type == "ON_DEMAND":
+        answer = AnswerWork(seq=seq, docs=docs, threads=threads, ended=ended, names=names, groups=groups)
+        return [*(MergeWork(seq, m) for m in merges), answer, *asks]
     history = HistoryWork(seq, event.sync_type, event.chunk_order, event.progress, docs, names, groups, skipped,
                           renames)
     return [*(MergeWork(seq, m) for m in merges), history, *asks]

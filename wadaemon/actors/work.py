@@ -36,6 +36,19 @@ class GroupWork(msgspec.Struct):
     subject: str = ""
 
 
+class AnswerWork(msgspec.Struct, kw_only=True):
+    """An on-demand history answer (ON_DEMAND), resolved: documents of the threads it answers
+    for (``threads``, canonical ids, also those it brought nothing for) and the threads whose
+    conversation said the phone holds nothing older (``ended``)."""
+
+    seq: int
+    docs: list[MessageDoc]
+    threads: list[str]
+    ended: set[str]
+    names: dict[str, str]
+    groups: set[str]
+
+
 class MessageWork(msgspec.Struct):
     seq: int
     doc: MessageDoc
@@ -63,6 +76,7 @@ class Committed(msgspec.Struct):
     keys: set[tuple[str, str]]
 
 
+HistoryItem = HistoryWork | AnswerWork
 RealtimeItem = MessageWork | MergeWork
 UpdateItem = UpdateWork | Committed
 
