@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
-from wadaemon.config import ConfigError, Settings, load_settings, parse_host_port
+from wadaemon.config import ConfigError, Settings, describe_sources, load_settings, parse_host_port
 from wadaemon.logs import setup_logging
 
 if TYPE_CHECKING:
     from wadaemon.daemon import TransportFactory
     from wadaemon.status import AccountStatus
     from wadaemon.store.contract import Store
+    from wadaemon.whatsapp.neonize_transport import NeonizeTransport
     from wadaemon.whatsapp.replay import ReplayTransport
 
 log = logging.getLogger("wadaemon.cli")
@@ -56,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wadaemon: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.instance_id, settings.log_level)
+    log.info("[config] %s", settings.describe())
+    log.info("[config] %s", describe_sources())
     if args.command == "run":
         return _run(settings)
     if args.command == "pair":
@@ -189,19 +192,27 @@ def _run(settings: Settings) -> int:
         def transport(account_id: str) -> SimServerTransport:
             return SimServerTransport(account_id, address, settings.instance_id)
     else:
-        from wadaemon.whatsapp.neonize_transport import NeonizeTransport, paired_accounts
+        from wadaemon.whatsapp.neonize_transport import paired_accounts
 
-        sessions = settings.data_dir / "sessions"
-        accounts = list(settings.accounts) or paired_accounts(sessions)
+        accounts = list(settings.accounts) or paired_accounts(settings.data_dir / "sessions")
 
         def transport(account_id: str) -> NeonizeTransport:
-            return NeonizeTransport(account_id, sessions / f"{account_id}.db",
-                                    full_history=settings.sync_full_history)
+            return neonize_transport(settings, account_id)
 
     if not accounts:
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
     run_daemon(settings, accounts, transport)
     return 0
+
+
+def neonize_transport(settings: Settings, account_id: str) -> NeonizeTransport:
+    """The real WhatsApp transport of an account, as configured (the one place that says how)."""
+    from wadaemon.whatsapp.neonize_transport import NeonizeTransport
+
+    return NeonizeTransport(
+        account_id, settings.data_dir / "sessions" / f"{account_id}.db",
+        full_history=settings.sync_full_history, full_sync_days=settings.history_sync_days,
+        full_sync_size_mb=settings.history_sync_size_mb, full_sync_quota_mb=settings.history_sync_quota_mb)
 
 
 def run_daemon(settings: Settings, accounts: Sequence[str], transport: TransportFactory) -> None:
@@ -223,11 +234,8 @@ def run_daemon(settings: Settings, accounts: Sequence[str], transport: Transport
 
 
 def _pair(settings: Settings, account_id: str, phone: str | None) -> int:
-    from wadaemon.whatsapp.neonize_transport import NeonizeTransport
-
-    sessions = settings.data_dir / "sessions"
-    sessions.mkdir(parents=True, exist_ok=True)
-    transport = NeonizeTransport(account_id, sessions / f"{account_id}.db", full_history=settings.sync_full_history)
+    (settings.data_dir / "sessions").mkdir(parents=True, exist_ok=True)
+    transport = neonize_transport(settings, account_id)
 
     def show_code(code: str) -> None:
         print(f"On the phone: WhatsApp > Linked devices > Link with phone number, enter: {code}", flush=True)
