@@ -330,6 +330,26 @@ def thread_id_for(account_id: str, client_jid: str) -> str:
     return f"{account_id}__{client_jid}"
 
 
+class JournalGap(Doc, kw_only=True):
+    """``accounts/*.journalGap``: a span of time whose events may be missing from the store
+    because the account's ingest journal was damaged (quarantined as unreadable, or found short).
+
+    The contract for the recent-sync gap filler: messages received between ``fromMs`` and
+    ``toMs`` (epoch ms; ``fromMs`` 0 when unknown: fill the whole recent window) may be
+    missing; fetch the affected threads' messages over that span and write what is absent
+    (writes are idempotent by id), then record ``lastRecentSyncAt`` after ``detectedAt``, which
+    marks the gap as handled. One field, the latest gap: a newer one replaces it, so the filler
+    handles the union by always covering from the older ``fromMs`` it has not yet filled.
+    """
+
+    from_ms: int
+    to_ms: int
+    reason: str
+    detected_at: datetime
+    lost_entries: int | None = None
+    quarantined_as: str | None = None
+
+
 class HistorySyncResult(Doc):
     saved: int = 0
     skipped: int = 0
@@ -418,4 +438,5 @@ class AccountDoc(Doc):
     recent_sync_lease_holder: str | None = None
     recent_sync_lease_acquired_at: datetime | None = None
     last_auto_repair_at: datetime | None = None
+    journal_gap: JournalGap | None = None
     updated_at: datetime | None = None

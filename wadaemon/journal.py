@@ -37,6 +37,18 @@ and never deleted by us. ``wadaemon deadletter list ACCOUNT`` shows them; ``wada
 replay ACCOUNT`` (``restore_dead_letters``) puts them back in the queue, once the cause is
 fixed, with fresh seqs (at the end: they are late, and writes are idempotent anyway).
 
+Damage. A journal file can be damaged behind our back: unreadable (``JournalCorrupt`` at
+open), or silently short — truncated to zero, its WAL deleted or overwritten (SQLite then opens
+the last checkpoint without a word, and every event since is gone). To notice the second kind, a
+*watermark* file beside the journal (``{account}.seq``) records the highest seq appended and the
+last time the backlog was empty; it is rewritten in place after every append (no fsync: it only
+has to survive what the journal survives, and it is written after the journal's commit, so it
+never runs ahead of a healthy journal). At open, a journal whose highest seq is below the
+watermark has lost entries: ``Journal.loss`` describes it (how many seqs, and the span of time
+they can come from: after the backlog was last empty), the owner reports it, and the watermark is
+reset to the journal as it now is. ``quarantine`` moves an unreadable journal aside (never
+deletes it: its events may exist nowhere else) so a fresh one can start.
+
 Threads. ``append`` runs on a foreign thread, readers run in trio worker threads; all writes go
 through one connection under one lock (SQLite serialises writers anyway, so a second writing
 connection would only add busy-waiting), reads use a second connection, which WAL lets run
@@ -48,6 +60,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -109,6 +122,50 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class JournalLoss(msgspec.Struct, frozen=True, kw_only=True):
+    """Entries a journal had and no longer has (module docstring, "Damage"): seqs after
+    ``last_seq`` up to ``watermark_seq`` are gone; they were received after ``since_ms`` (the
+    last time the backlog was empty; 0 when unknown)."""
+
+    last_seq: int
+    watermark_seq: int
+    since_ms: int
+
+
+class _Watermark:
+    """``{seq} {empty_ms}``, fixed width, rewritten in place (one pwrite per append)."""
+
+    WIDTH = 48
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def read(self) -> tuple[int, int] | None:
+        raw = os.pread(self._fd, self.WIDTH, 0).decode("ascii", "replace").split()
+        if len(raw) != 2 or not all(part.isdigit() for part in raw):
+            return None
+        return int(raw[0]), int(raw[1])
+
+    def write(self, seq: int, empty_ms: int) -> None:
+        os.pwrite(self._fd, f"{seq} {empty_ms}".ljust(self.WIDTH).encode("ascii"), 0)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def quarantine(path: Path, now_ms: int) -> Path:
+    """Move an unreadable journal (and its -wal/-shm) aside as ``{name}.corrupt-{now_ms}``;
+    returns the new path of the main file. Nothing is deleted."""
+    target = path.with_name(f"{path.name}.corrupt-{now_ms}")
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.rename(target.with_name(target.name + suffix))
+    path.rename(target)
+    return target
+
+
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """An entry set aside because the store refused its content for good."""
 
@@ -161,6 +218,16 @@ class Journal:
             raise
         self._backlog: int = row[0]
         self._last_seq: int = row[1]
+        self._empty_ms = _wall_ms() if self._backlog == 0 else 0  # recorded, never decided on
+        self._watermark = _Watermark(path.with_suffix(".seq"))
+        mark = self._watermark.read()
+        #: Entries this journal lost before it was opened (module docstring), or None.
+        self.loss: JournalLoss | None = None
+        if mark is not None and mark[0] > self._last_seq:
+            self.loss = JournalLoss(last_seq=self._last_seq, watermark_seq=mark[0], since_ms=mark[1])
+        if mark is not None and self._backlog and mark[0] <= self._last_seq:
+            self._empty_ms = mark[1]
+        self._watermark.write(self._last_seq, self._empty_ms)
 
     def _connect(self, synchronous: Synchronous) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions. A single INSERT commits on its own,
@@ -212,6 +279,7 @@ class Journal:
             assert seq is not None
             self._backlog += 1
             self._last_seq = seq
+            self._write_watermark()
             self._changed.notify_all()
         self._notify()
         return seq
@@ -263,8 +331,18 @@ class Journal:
                         self._writer.execute("ROLLBACK")
                     raise
             self._backlog -= removed
+            if self._backlog == 0:
+                self._empty_ms = _wall_ms()
+                self._write_watermark()
             self._changed.notify_all()
         return removed
+
+    def _write_watermark(self) -> None:
+        """Under the write lock. A failure here must not fail the append that committed."""
+        try:
+            self._watermark.write(self._last_seq, self._empty_ms)
+        except OSError as exc:
+            log.warning("[journal] %s: watermark not written: %s", self.path, exc)
 
     def set_aside(self, seq: int, error: str) -> bool:
         """Move entry ``seq`` to the dead letters with ``error`` (module docstring); False when
@@ -326,6 +404,7 @@ class Journal:
                     raise
             self._backlog += moved
             self._last_seq = int(last)
+            self._write_watermark()
             self._changed.notify_all()
         self._notify()
         return moved
@@ -401,6 +480,7 @@ class Journal:
             with self._read_lock:
                 self._reader.close()
             self._writer.close()
+            self._watermark.close()
         self._notify()
 
 

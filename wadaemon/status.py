@@ -60,6 +60,8 @@ class AccountStatus(msgspec.Struct):
     #: Events the journal refused (full disk) held in memory for retry, and the append error.
     held_events: int = 0
     journal_error: str = ""
+    #: The journal was found damaged at start (quarantined or short): what happened, for good.
+    journal_damage: str = ""
     pipeline_restarted_at_ms: int | None = None
 
 
@@ -72,6 +74,8 @@ def health_problems(accounts: list[AccountStatus], now_ms: int) -> list[str]:
     operator must act on (a pure rule over the status board, so it is tested without HTTP)."""
     problems = []
     for a in accounts:
+        if a.journal_damage:
+            problems.append(f"{a.account_id}: journal damaged: {a.journal_damage}"[:300])
         if a.held_events or a.journal_error:
             problems.append(f"{a.account_id}: journal refuses appends, {a.held_events} events held: "
                             f"{a.journal_error}"[:300])

@@ -32,9 +32,9 @@ from wadaemon.actors.status_writer import AccountStatusWriter
 from wadaemon.actors.updates import run_update_applier
 from wadaemon.actors.work import EntryLedger
 from wadaemon.config import Settings
-from wadaemon.domain import AccountDoc
+from wadaemon.domain import AccountDoc, JournalGap, ms_to_datetime
 from wadaemon.identity import IdentityResolver
-from wadaemon.journal import HeldAppends, Journal, JournalReader
+from wadaemon.journal import HeldAppends, Journal, JournalCorrupt, JournalReader, quarantine
 from wadaemon.status import AccountStatus, DaemonStatus
 from wadaemon.store.runner import StoreRunner
 from wadaemon.whatsapp.capture import CaptureWriter
@@ -81,6 +81,38 @@ class JournalSink:
             self._capture.close()
 
 
+def open_journal(account_id: str, path: Path, status: AccountStatus) -> tuple[Journal, JournalGap | None]:
+    """The account's journal, whatever state its file is in (``wadaemon.journal``, "Damage").
+
+    An unreadable file is quarantined (moved aside, never deleted) and a fresh journal started,
+    so one damaged account never keeps the others from starting; a journal found short is
+    used as it is. Either way the account says so loudly — an ERROR line, ``journalDamage`` on
+    the status board (/diag, /health degraded) — and returns the gap to record on the account
+    document (``JournalGap``: what the recent-sync gap filler closes)."""
+    now_ms = int(time.time() * 1000)
+    try:
+        journal = Journal(path, max_backlog=JOURNAL_MAX_BACKLOG)
+    except JournalCorrupt as exc:
+        moved = quarantine(path, now_ms)
+        journal = Journal(path, max_backlog=JOURNAL_MAX_BACKLOG)
+        since = journal.loss.since_ms if journal.loss is not None else 0
+        status.journal_damage = f"unreadable journal quarantined as {moved.name} ({exc.__cause__ or exc})"[:500]
+        log.error("[journal] accountId=%s DAMAGED: %s; started with a fresh journal, events received "
+                  "since %d may be missing (gap recorded)", account_id, status.journal_damage, since)
+        return journal, JournalGap(from_ms=since, to_ms=now_ms, reason="journal unreadable",
+                                   detected_at=ms_to_datetime(now_ms), quarantined_as=moved.name)
+    loss = journal.loss
+    if loss is None:
+        return journal, None
+    lost = loss.watermark_seq - loss.last_seq
+    status.journal_damage = (f"journal is short: entries {loss.last_seq + 1}..{loss.watermark_seq} "
+                             f"({lost}) are gone (file truncated or its WAL lost)")
+    log.error("[journal] accountId=%s DAMAGED: %s; events received since %d may be missing (gap recorded)",
+              account_id, status.journal_damage, loss.since_ms)
+    return journal, JournalGap(from_ms=loss.since_ms, to_ms=now_ms, reason="journal short",
+                               detected_at=ms_to_datetime(now_ms), lost_entries=lost)
+
+
 class AccountRuntime:
     """The long-lived parts of one account, and the supervisor tree that runs its actors."""
 
@@ -97,9 +129,9 @@ class AccountRuntime:
         self.account_id = account_id
         self.transport = transport
         journal_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(journal_dir / f"{account_id}.sqlite", max_backlog=JOURNAL_MAX_BACKLOG)
-        self.reader = JournalReader(self.journal)
         status = board.account(account_id)
+        self.journal, gap = open_journal(account_id, journal_dir / f"{account_id}.sqlite", status)
+        self.reader = JournalReader(self.journal)
         status.dead_letters = self.journal.dead_letter_count()
         capture = (CaptureWriter(settings.capture_dir / f"{account_id}.jsonl", label=account_id)
                    if settings.capture_dir is not None else None)
@@ -108,7 +140,8 @@ class AccountRuntime:
         status.history_request_capability = "available" if transport.supports_history_requests else "unavailable"
         status_writer = AccountStatusWriter(account_id, runner)
         status_writer.post(AccountDoc(history_sync_capability=status.history_request_capability,
-                                      owner_instance=settings.instance_id, state="connecting"))
+                                      owner_instance=settings.instance_id, state="connecting",
+                                      journal_gap=gap))
         self.ctx = AccountContext(
             account_id=account_id,
             settings=settings,
