@@ -54,7 +54,7 @@ async def test_a_corrupt_journal_is_quarantined_and_every_account_starts(
 async def test_a_truncated_journal_is_reported_with_its_gap(store: Store, tmp_path: Path) -> None:
     journal_dir = tmp_path / "data" / "journal"
     journal = Journal(journal_dir / "hurt.sqlite", max_backlog=100)
-    for n in range(7):  # undrained events that the truncation below destroys
+    for _ in range(7):  # undrained events that the truncation below destroys
         journal.append(RawEvent("Connected", b""))
     journal.close()
     (journal_dir / "hurt.sqlite").write_bytes(b"")
