@@ -61,6 +61,7 @@ class JournalSink:
 
     def __init__(self, journal: Journal, capture: CaptureWriter | None, status: AccountStatus) -> None:
         self.appends = HeldAppends(journal, label=status.account_id, on_change=self._held_changed)
+        self._backlog = journal.backlog
         self._capture = capture
         self._status = status
 
@@ -70,6 +71,8 @@ class JournalSink:
 
     def deliver(self, event: RawEvent) -> None:
         self.appends.append(event)
+        # Live for /diag even while nothing drains (a store outage): one int from this thread.
+        self._status.journal_backlog = self._backlog()
         if self._capture is not None and not self._capture.write(event):
             # One int assignment from the transport's thread: atomic, and the count is the
             # writer's own (kept under its lock), so concurrent deliveries cannot lose one.

@@ -41,6 +41,8 @@ class AccountContext:
     #: no journal entry, and a notice handed straight to a waiting receiver shows in no channel
     #: statistics, so they are counted here.
     committed_in_flight: int = 0
+    #: Start times (epoch ms) of the store calls in flight, by call (``actors.retry``).
+    store_waits: dict[object, int] = field(default_factory=dict)
     history_send: trio.MemorySendChannel[HistoryWork] = field(init=False)
     history_recv: trio.MemoryReceiveChannel[HistoryWork] = field(init=False)
     realtime_send: trio.MemorySendChannel[RealtimeItem] = field(init=False)

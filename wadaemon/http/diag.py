@@ -92,6 +92,7 @@ class DiagAccount(msgspec.Struct, rename="camel"):
     pipeline_restarts: int
     held_events: int
     journal_error: str
+    store_waiting_since_ms: int | None
     journal_damage: str
     pipeline_restarted_at_ms: int | None
 
