@@ -316,7 +316,7 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
     report = ReplayReport(
         account=account_id, file=str(path), delivered=transport.delivered,
         skipped_lines=len(transport.bad_lines), messages_written=status.realtime_written,
-        history_saved=status.history.saved, rejected=status.rejected,
+        history_saved=status.history.saved_by_this_run, rejected=status.rejected,
         pending_updates=status.pending_receipts + status.pending_mutations,
         rejections=[LineRejection(n, r) for n, r in sorted(transport.bad_lines + transport.rejected_lines)],
     )

@@ -37,6 +37,14 @@ and never deleted by us. ``wadaemon deadletter list ACCOUNT`` shows them; ``wada
 replay ACCOUNT`` (``restore_dead_letters``) puts them back in the queue, once the cause is
 fixed, with fresh seqs (at the end: they are late, and writes are idempotent anyway).
 
+History totals. ``historySyncCount`` and ``lastHistorySyncResult`` are cumulative per pairing,
+across restarts and replays. A restart must not start them from zero, and a chunk replayed
+after a crash (its entry not yet done) must not count twice, so the totals live here, beside
+the entries they count: ``count_history(seq, delta)`` adds a chunk's counts once per seq (a
+``history_counted`` row remembers it until the entry is done, deleted in the same transaction
+as the entry), atomically with that memory. A fresh journal is seeded from the account
+document in the store (the durable copy the totals are posted to); a new pairing resets them.
+
 Damage. A journal file can be damaged behind our back: unreadable (``JournalCorrupt`` at
 open), or silently short — truncated to zero, its WAL deleted or overwritten (SQLite then opens
 the last checkpoint without a word, and every event since is gone). To notice the second kind, a
@@ -65,6 +73,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -84,6 +93,12 @@ CREATE TABLE IF NOT EXISTS entries (
     data BLOB NOT NULL,
     received_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS history_totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    chunks INTEGER NOT NULL, saved INTEGER NOT NULL, skipped INTEGER NOT NULL,
+    errors INTEGER NOT NULL, total INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history_counted (seq INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
@@ -130,6 +145,14 @@ class JournalLoss(msgspec.Struct, frozen=True, kw_only=True):
     last_seq: int
     watermark_seq: int
     since_ms: int
+
+
+class HistoryTotals(msgspec.Struct, frozen=True):
+    chunks: int = 0
+    saved: int = 0
+    skipped: int = 0
+    errors: int = 0
+    total: int = 0
 
 
 class _Watermark:
@@ -325,6 +348,7 @@ class Journal:
                 try:
                     cur = self._writer.executemany("DELETE FROM entries WHERE seq = ?", params)
                     removed = cur.rowcount
+                    self._writer.executemany("DELETE FROM history_counted WHERE seq = ?", params)
                     self._writer.execute("COMMIT")
                 except BaseException:
                     if self._writer.in_transaction:
@@ -336,6 +360,44 @@ class Journal:
                 self._write_watermark()
             self._changed.notify_all()
         return removed
+
+    def history_totals(self) -> HistoryTotals | None:
+        """The pairing's history totals; None until seeded (a new journal)."""
+        with self._read_lock, self._guard():
+            self._check_open()
+            row = self._reader.execute(
+                "SELECT chunks, saved, skipped, errors, total FROM history_totals WHERE id = 1").fetchone()
+        return None if row is None else HistoryTotals(*row)
+
+    def set_history_totals(self, totals: HistoryTotals, *, only_if_absent: bool = False) -> None:
+        """Seed (``only_if_absent``) or reset the totals."""
+        verb = "INSERT OR IGNORE" if only_if_absent else "INSERT OR REPLACE"
+        with self._changed, self._guard():
+            self._check_open()
+            self._writer.execute(f"{verb} INTO history_totals (id, chunks, saved, skipped, errors, total) "
+                                 "VALUES (1, ?, ?, ?, ?, ?)", msgspec.structs.astuple(totals))
+
+    def count_history(self, seq: int, delta: HistoryTotals) -> HistoryTotals:
+        """Add ``delta`` (one chunk's counts) to the totals unless entry ``seq`` was counted
+        already; the totals after."""
+        with self._changed, self._guard():
+            self._check_open()
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                self._writer.execute("INSERT OR IGNORE INTO history_totals (id, chunks, saved, skipped, errors, total) "
+                                     "VALUES (1, 0, 0, 0, 0, 0)")
+                if self._writer.execute("INSERT OR IGNORE INTO history_counted (seq) VALUES (?)", (seq,)).rowcount:
+                    self._writer.execute(
+                        "UPDATE history_totals SET chunks = chunks + ?, saved = saved + ?, skipped = skipped + ?, "
+                        "errors = errors + ?, total = total + ? WHERE id = 1", msgspec.structs.astuple(delta))
+                row = self._writer.execute(
+                    "SELECT chunks, saved, skipped, errors, total FROM history_totals WHERE id = 1").fetchone()
+                self._writer.execute("COMMIT")
+            except BaseException:
+                if self._writer.in_transaction:
+                    self._writer.execute("ROLLBACK")
+                raise
+        return HistoryTotals(*row)
 
     def _write_watermark(self) -> None:
         """Under the write lock. A failure here must not fail the append that committed."""
@@ -573,6 +635,15 @@ class JournalReader:
 
     def dead_letter_count(self) -> int:
         return self._journal.dead_letter_count()
+
+    async def count_history(self, seq: int, delta: HistoryTotals) -> HistoryTotals:
+        return await trio.to_thread.run_sync(self._journal.count_history, seq, delta)
+
+    async def history_totals(self) -> HistoryTotals | None:
+        return await trio.to_thread.run_sync(self._journal.history_totals)
+
+    async def set_history_totals(self, totals: HistoryTotals, *, only_if_absent: bool = False) -> None:
+        await trio.to_thread.run_sync(partial(self._journal.set_history_totals, totals, only_if_absent=only_if_absent))
 
     async def mark_done(self, seqs: Iterable[int]) -> None:
         """Settle entries whose writes are committed (blocking SQLite work in a thread)."""

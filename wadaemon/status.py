@@ -29,6 +29,8 @@ class HistoryProgress(msgspec.Struct):
     skipped: int = 0
     errors: int = 0
     total: int = 0
+    #: Messages this process wrote (the fields above are the pairing's cumulative totals).
+    saved_by_this_run: int = 0
 
 
 class AccountStatus(msgspec.Struct):

@@ -41,6 +41,8 @@ class AccountContext:
     #: no journal entry, and a notice handed straight to a waiting receiver shows in no channel
     #: statistics, so they are counted here.
     committed_in_flight: int = 0
+    #: A new pairing was seen: the dispatcher resets the history totals (``actors.history``).
+    pairing_reset: bool = False
     #: Start times (epoch ms) of the store calls in flight, by call (``actors.retry``).
     store_waits: dict[object, int] = field(default_factory=dict)
     history_send: trio.MemorySendChannel[HistoryWork] = field(init=False)

@@ -39,7 +39,9 @@ from wadaemon.domain import (
     WhatsAppEvent,
     thread_id_for,
 )
+from wadaemon.journal import HistoryTotals
 from wadaemon.records import message_doc
+from wadaemon.status import HistoryProgress
 from wadaemon.whatsapp.translate import translate
 
 log = logging.getLogger("wadaemon.dispatch")
@@ -67,6 +69,9 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
         for entry in entries:
             events = translate(ctx.account_id, entry.raw)
             work = [item for event in events for item in _resolve(ctx, entry.seq, entry.received_ms, event)]
+            if ctx.pairing_reset:
+                ctx.pairing_reset = False
+                await ctx.reader.set_history_totals(HistoryTotals())
             ctx.ledger.expect(entry.seq, len(work))
             if not work:
                 await ctx.ledger.settle([entry.seq])
@@ -112,8 +117,10 @@ def _resolve(
         log.info("[connection] accountId=%s offlineSync completed=%s messages=%d",
                  ctx.account_id, event.completed, event.messages)
     elif isinstance(event, PairingEvent):
-        if event.paired_jid:
+        if event.paired_jid:  # a new pairing: its history totals start from zero
             ctx.status.phone_jid = event.paired_jid
+            ctx.status.history = HistoryProgress(saved_by_this_run=ctx.status.history.saved_by_this_run)
+            ctx.pairing_reset = True
             ctx.status_writer.post(AccountDoc(phone_jid=event.paired_jid))
         if event.error:
             log.warning("[pairing] accountId=%s error=%s", ctx.account_id, event.error)

@@ -63,6 +63,7 @@ class DiagHistory(msgspec.Struct, rename="camel"):
     skipped: int
     errors: int
     total: int
+    saved_by_this_run: int
 
 
 class DiagAccount(msgspec.Struct, rename="camel"):
