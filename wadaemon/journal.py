@@ -310,7 +310,8 @@ class Journal:
     # -- consumption (trio worker threads) -----------------------------------------------------
 
     def read_after(
-        self, after_seq: int, max_entries: int, max_bytes: int = DEFAULT_BATCH_BYTES
+        self, after_seq: int, max_entries: int, max_bytes: int = DEFAULT_BATCH_BYTES,
+        *, history: bool | None = None,
     ) -> list[Entry]:
         """Entries with seq > ``after_seq`` in seq order: at most ``max_entries``, and no more
         than ``max_bytes`` of event data (but always at least one entry, however large), so a
@@ -319,8 +320,9 @@ class Journal:
         size = 0
         with self._read_lock, self._guard():
             self._check_open()  # under the lock: close() takes it before closing the connection
+            kind = "" if history is None else ("AND name = 'HistorySync'" if history else "AND name != 'HistorySync'")
             cur = self._reader.execute(
-                "SELECT seq, name, data, received_ms FROM entries WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT seq, name, data, received_ms FROM entries WHERE seq > ? {kind} ORDER BY seq LIMIT ?",
                 (after_seq, max_entries),
             )
             try:
@@ -576,8 +578,11 @@ class JournalReader:
     waiting task through the trio token (``run_sync_soon``), from whatever thread appended.
     """
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, *, history: bool | None = None) -> None:
+        """``history``: None hands out every entry; True only history-sync chunks; False
+        everything else (the two cursors of ``wadaemon.actors.dispatcher``)."""
         self._journal = journal
+        self._history = history
         self.handed_out_upto = 0
         self._generation = 0
         self._token: trio.lowlevel.TrioToken | None = None
@@ -615,9 +620,8 @@ class JournalReader:
             seen = journal.last_seq()
             if seen > self.handed_out_upto:
                 generation = self._generation
-                entries = await trio.to_thread.run_sync(
-                    journal.read_after, self.handed_out_upto, max_entries, max_bytes
-                )
+                entries = await trio.to_thread.run_sync(partial(
+                    journal.read_after, self.handed_out_upto, max_entries, max_bytes, history=self._history))
                 if generation != self._generation:
                     continue  # rewound while reading: start over from the new cursor
                 if entries:

@@ -5,7 +5,8 @@
     account:{id}            one_for_one
     ├── status-writer       coalesced accounts/{id} writes
     ├── pipeline            one_for_all: a crash anywhere replays the journal from the start
-    │   ├── dispatcher      journal -> translate -> resolve identity -> work
+    │   ├── dispatcher      journal (live entries) -> translate -> resolve identity -> work
+    │   ├── history-dispatcher  the same for history-sync chunks, on its own cursor
     │   ├── history         history-sync chunks, one store call each (<= 500 writes per commit)
     │   ├── realtime        group-committed live messages, coalesced thread summaries
     │   └── updates         receipts, edits, revokes, reactions (kept until their message lands)
@@ -25,7 +26,7 @@ import trio
 
 from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.context import AccountContext
-from wadaemon.actors.dispatcher import run_dispatcher
+from wadaemon.actors.dispatcher import run_dispatcher, run_history_dispatcher
 from wadaemon.actors.history import run_history_ingester
 from wadaemon.actors.realtime import run_realtime_writer
 from wadaemon.actors.status_writer import AccountStatusWriter
@@ -134,7 +135,8 @@ class AccountRuntime:
         journal_dir.mkdir(parents=True, exist_ok=True)
         status = board.account(account_id)
         self.journal, gap = open_journal(account_id, journal_dir / f"{account_id}.sqlite", status)
-        self.reader = JournalReader(self.journal)
+        self.reader = JournalReader(self.journal, history=False)
+        self.history_reader = JournalReader(self.journal, history=True)
         status.dead_letters = self.journal.dead_letter_count()
         capture = (CaptureWriter(settings.capture_dir / f"{account_id}.jsonl", label=account_id)
                    if settings.capture_dir is not None else None)
@@ -150,6 +152,7 @@ class AccountRuntime:
             settings=settings,
             runner=runner,
             reader=self.reader,
+            history_reader=self.history_reader,
             identity=IdentityResolver(lookup=transport.resolve_lid),
             status=status,
             status_writer=status_writer,
@@ -174,6 +177,9 @@ class AccountRuntime:
         async def dispatcher(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             await run_dispatcher(ctx, task_status=task_status)
 
+        async def history_dispatcher(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await run_history_dispatcher(ctx, task_status=task_status)
+
         async def history(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             await run_history_ingester(ctx, task_status=task_status)
 
@@ -186,7 +192,8 @@ class AccountRuntime:
         return Supervisor(
             "pipeline",
             [ChildSpec("history", history), ChildSpec("realtime", realtime),
-             ChildSpec("updates", updates), ChildSpec("dispatcher", dispatcher)],
+             ChildSpec("updates", updates), ChildSpec("dispatcher", dispatcher),
+             ChildSpec("history-dispatcher", history_dispatcher)],
             strategy="one_for_all",
             on_start=self._pipeline_starting,
         )
@@ -195,6 +202,9 @@ class AccountRuntime:
         """Fresh channels for each generation; every generation after the first is a restart,
         counted where /diag and /health see it."""
         self.ctx.open_channels()
+        self.reader.rewind()  # a restarted pipeline forgot what it held: everything replays
+        self.history_reader.rewind()
+        self.ctx.ledger.reset()
         status = self.ctx.status
         if self._pipeline_generations:
             status.pipeline_restarts += 1

@@ -31,6 +31,8 @@ class AccountContext:
     settings: Settings
     runner: StoreRunner
     reader: JournalReader
+    #: The history-sync cursor over the same journal (``actors.dispatcher``).
+    history_reader: JournalReader
     identity: IdentityResolver
     status: AccountStatus
     status_writer: AccountStatusWriter
@@ -45,6 +47,8 @@ class AccountContext:
     pairing_reset: bool = False
     #: Start times (epoch ms) of the store calls in flight, by call (``actors.retry``).
     store_waits: dict[object, int] = field(default_factory=dict)
+    #: Set by the live dispatcher once known threads are loaded (per pipeline generation).
+    identity_ready: trio.Event = field(init=False)
     history_send: trio.MemorySendChannel[HistoryWork] = field(init=False)
     history_recv: trio.MemoryReceiveChannel[HistoryWork] = field(init=False)
     realtime_send: trio.MemorySendChannel[RealtimeItem] = field(init=False)
@@ -86,3 +90,4 @@ class AccountContext:
         self.realtime_send, self.realtime_recv = trio.open_memory_channel[RealtimeItem](CHANNEL_DEPTH)
         self.updates_send, self.updates_recv = trio.open_memory_channel[UpdateItem](CHANNEL_DEPTH)
         self.committed_in_flight = 0
+        self.identity_ready = trio.Event()

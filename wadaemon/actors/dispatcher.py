@@ -1,8 +1,18 @@
-"""The dispatcher: journal entries in, resolved work out, in journal order.
+"""The dispatchers: journal entries in, resolved work out, in journal order.
 
-It is the only actor that translates and resolves identity, so LID mappings are learned in the
-order WhatsApp sent them and every writer downstream sees canonical JIDs only. Events that need
-no write (connection changes, rejects) settle their entry at once.
+They are the only actors that translate and resolve identity, so every writer downstream sees
+canonical JIDs only. Events that need no write (connection changes, rejects) settle their
+entry at once.
+
+Two cursors over one journal. History-sync chunks are large (thousands of messages, seconds
+to write) and the history channel holds two; with one dispatcher in journal order, a live
+message journaled behind a run of chunks waited for all of them (8 s without a live commit
+during a 60k-message ingest was seen). So live entries and history chunks are dispatched by
+two actors, each in journal order on its own cursor (``JournalReader(history=...)``), and live
+traffic overtakes history. What that gives up: a LID mapping carried by a chunk may now be
+learned after a live message of that person was filed under its LID — the identity rules
+already handle that order (the LID thread is merged when the mapping arrives). The history
+dispatcher starts once the live one has loaded the known LID threads, so no merge is missed.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from wadaemon.domain import (
     WhatsAppEvent,
     thread_id_for,
 )
-from wadaemon.journal import HistoryTotals
+from wadaemon.journal import HistoryTotals, JournalReader
 from wadaemon.records import message_doc
 from wadaemon.status import HistoryProgress
 from wadaemon.whatsapp.translate import translate
@@ -54,8 +64,7 @@ KNOWN_THREADS_SCAN = 5000
 
 
 async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    ctx.reader.rewind()
-    ctx.ledger.reset()
+    """Live entries (everything but history-sync chunks), in journal order."""
     task_status.started()
     threads = await retry_store(ctx, "identity", partial(
         ctx.runner.read, ctx.runner.store.list_threads, ctx.account_id, limit=KNOWN_THREADS_SCAN))
@@ -64,8 +73,22 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
         # A thread's merged LIDs name its person: remembered, so a message still addressed by
         # such a LID lands in the merged thread even when the session's LID store lost the pair.
         ctx.identity.learn(LidMapping(lid=alias, pn=thread.client_jid) for alias in thread.alias_jids)
+    ctx.identity_ready.set()
+    await _dispatch(ctx, ctx.reader)
+
+
+async def run_history_dispatcher(ctx: AccountContext, *,
+                                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """History-sync chunks, in journal order, on their own cursor: a live message journaled
+    behind a run of large chunks no longer waits for them to be written (module docstring)."""
+    task_status.started()
+    await ctx.identity_ready.wait()
+    await _dispatch(ctx, ctx.history_reader)
+
+
+async def _dispatch(ctx: AccountContext, reader: JournalReader) -> None:
     while True:
-        entries = await ctx.reader.next_batch(BATCH_ENTRIES)
+        entries = await reader.next_batch(BATCH_ENTRIES)
         for entry in entries:
             events = translate(ctx.account_id, entry.raw)
             work = [item for event in events for item in _resolve(ctx, entry.seq, entry.received_ms, event)]
@@ -82,8 +105,8 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
                     await ctx.realtime_send.send(item)
                 else:
                     await ctx.updates_send.send(item)
-        ctx.status.journal_backlog = ctx.reader.backlog()
-        ctx.status.journal_oldest_pending_ms = ctx.reader.oldest_pending_ms()
+        ctx.status.journal_backlog = reader.backlog()
+        ctx.status.journal_oldest_pending_ms = reader.oldest_pending_ms()
 
 
 def _resolve(
