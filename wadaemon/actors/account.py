@@ -4,6 +4,7 @@
 
     account:{id}            one_for_one
     ├── status-writer       coalesced accounts/{id} writes
+    ├── coverage            heartbeat coveredUntil; gaps recorded on (re)connect (recent-sync's work)
     ├── pipeline            one_for_all: a crash anywhere replays the journal from the start
     │   ├── dispatcher      journal (live entries) -> translate -> resolve identity -> work
     │   ├── history-dispatcher  the same for history-sync chunks, on its own cursor
@@ -20,12 +21,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.context import AccountContext
+from wadaemon.actors.coverage import Coverage
 from wadaemon.actors.dispatcher import run_dispatcher, run_history_dispatcher
 from wadaemon.actors.history import run_history_ingester
 from wadaemon.actors.realtime import run_realtime_writer
@@ -33,7 +37,7 @@ from wadaemon.actors.status_writer import AccountStatusWriter
 from wadaemon.actors.updates import run_update_applier
 from wadaemon.actors.work import EntryLedger
 from wadaemon.config import Settings
-from wadaemon.domain import AccountDoc, JournalGap, ms_to_datetime
+from wadaemon.domain import AccountDoc, MessageDoc, SyncGap
 from wadaemon.identity import IdentityResolver
 from wadaemon.journal import HeldAppends, Journal, JournalCorrupt, JournalReader, quarantine
 from wadaemon.status import AccountStatus, DaemonStatus
@@ -85,14 +89,14 @@ class JournalSink:
             self._capture.close()
 
 
-def open_journal(account_id: str, path: Path, status: AccountStatus) -> tuple[Journal, JournalGap | None]:
+def open_journal(account_id: str, path: Path, status: AccountStatus) -> tuple[Journal, SyncGap | None]:
     """The account's journal, whatever state its file is in (``wadaemon.journal``, "Damage").
 
     An unreadable file is quarantined (moved aside, never deleted) and a fresh journal started,
     so one damaged account never keeps the others from starting; a journal found short is
     used as it is. Either way the account says so loudly — an ERROR line, ``journalDamage`` on
-    the status board (/diag, /health degraded) — and returns the gap to record on the account
-    document (``JournalGap``: what the recent-sync gap filler closes)."""
+    the status board (/diag, /health degraded) — and returns the gap to record (a ``SyncGap``
+    in ``accounts/*.syncGaps``, through ``Coverage.record_gap``: what recent-sync fills)."""
     now_ms = int(time.time() * 1000)
     try:
         journal = Journal(path, max_backlog=JOURNAL_MAX_BACKLOG)
@@ -103,8 +107,7 @@ def open_journal(account_id: str, path: Path, status: AccountStatus) -> tuple[Jo
         status.journal_damage = f"unreadable journal quarantined as {moved.name} ({exc.__cause__ or exc})"[:500]
         log.error("[journal] accountId=%s DAMAGED: %s; started with a fresh journal, events received "
                   "since %d may be missing (gap recorded)", account_id, status.journal_damage, since)
-        return journal, JournalGap(from_ms=since, to_ms=now_ms, reason="journal unreadable",
-                                   detected_at=ms_to_datetime(now_ms), quarantined_as=moved.name)
+        return journal, SyncGap(from_ms=since, to_ms=now_ms, reason="journal-quarantined")
     loss = journal.loss
     if loss is None:
         return journal, None
@@ -113,8 +116,7 @@ def open_journal(account_id: str, path: Path, status: AccountStatus) -> tuple[Jo
                              f"({lost}) are gone (file truncated or its WAL lost)")
     log.error("[journal] accountId=%s DAMAGED: %s; events received since %d may be missing (gap recorded)",
               account_id, status.journal_damage, loss.since_ms)
-    return journal, JournalGap(from_ms=loss.since_ms, to_ms=now_ms, reason="journal short",
-                               detected_at=ms_to_datetime(now_ms), lost_entries=lost)
+    return journal, SyncGap(from_ms=loss.since_ms, to_ms=now_ms, reason="journal-short")
 
 
 class AccountRuntime:
@@ -129,6 +131,8 @@ class AccountRuntime:
         board: DaemonStatus,
         transport: Transport,
         journal_dir: Path,
+        on_change: Callable[[], None] | None = None,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self.account_id = account_id
         self.transport = transport
@@ -145,8 +149,7 @@ class AccountRuntime:
         status.history_request_capability = "available" if transport.supports_history_requests else "unavailable"
         status_writer = AccountStatusWriter(account_id, runner)
         status_writer.post(AccountDoc(history_sync_capability=status.history_request_capability,
-                                      owner_instance=settings.instance_id, state="connecting",
-                                      journal_gap=gap))
+                                      owner_instance=settings.instance_id, state="connecting"))
         self.ctx = AccountContext(
             account_id=account_id,
             settings=settings,
@@ -158,6 +161,12 @@ class AccountRuntime:
             status_writer=status_writer,
             ledger=EntryLedger(self.reader.mark_done, on_progress=self._progressed),
         )
+        self.coverage = Coverage(clock or (lambda: int(time.time() * 1000)), on_change)
+        self.ctx.on_connection = self.coverage.on_connection
+        if gap is not None:
+            self.coverage.record_gap(gap.from_ms, gap.to_ms, gap.reason)
+        self.requests = self.ctx.requests
+        self.status = status
         self._progress = trio.Event()
         self._pipeline_generations = 0
         self._pipeline_tree = self._pipeline()
@@ -165,6 +174,7 @@ class AccountRuntime:
             f"account:{account_id}",
             [
                 ChildSpec("status-writer", status_writer.run),
+                ChildSpec("coverage", partial(self.coverage.run, self.ctx)),
                 ChildSpec("pipeline", self._pipeline_tree.run),
                 ChildSpec("socket", self._run_socket),
             ],
@@ -224,6 +234,30 @@ class AccountRuntime:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.transport.stop)
+
+    # -- what the schedulers see (wadaemon.schedulers.view.ScheduledAccount) -------------------
+    @property
+    def connected(self) -> bool:
+        return self.status.state == "connected"
+
+    @property
+    def connects(self) -> int:
+        return self.coverage.connects
+
+    @property
+    def history_requests_available(self) -> bool:
+        return self.transport.supports_history_requests
+
+    def open_gaps(self) -> list[SyncGap]:
+        return list(self.coverage.gaps)
+
+    def close_gaps(self, gaps: Sequence[SyncGap]) -> None:
+        self.coverage.close_gaps(gaps)
+
+    async def request_history(self, chat_jid: str, anchor: MessageDoc, count: int) -> None:
+        await trio.to_thread.run_sync(partial(
+            self.transport.request_history, chat_jid, anchor.id, anchor.direction == "outbound",
+            anchor.ts_client_ms, count))
 
     def _progressed(self) -> None:
         backlog = self.ctx.status.journal_backlog = self.journal.backlog()
