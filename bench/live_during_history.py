@@ -19,7 +19,7 @@ import trio
 
 from bench.harness import emulator_store, quiet_logs
 from bench.realtime import Stopwatch, TimedPhone, TimedStore, percentile
-from tests.spine.harness import running, settings_for, settle
+from tests.spine.harness import running, settings_for
 from wadaemon.store.contract import Store
 from wadaemon.store.sqlite import SqliteStore
 from wadaemon.whatsapp.simphone import SimPhone
@@ -29,7 +29,10 @@ async def _run(store: Store, phone: TimedPhone, rate: float, duration: float, da
     started = time.perf_counter()
     async with running(settings_for(data), store, {phone.phone.account_id: phone}) as daemon:  # type: ignore[dict-item]
         phone.phone.run_live(rate, duration, receipt_ratio=0.0, outbound_ratio=0.0)
-        await settle(daemon, [phone.phone])
+        assert await trio.to_thread.run_sync(phone.phone.wait_idle, 900.0), "the phone never went idle"
+        with trio.fail_after(900):
+            for runtime in daemon.accounts.values():
+                await runtime.wait_drained()
     return time.perf_counter() - started
 
 
