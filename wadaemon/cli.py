@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
-from wadaemon.config import ConfigError, Settings, load_settings, parse_host_port
+from wadaemon.config import ConfigError, Settings, describe_sources, load_settings, parse_host_port
 from wadaemon.logs import setup_logging
 
 if TYPE_CHECKING:
+    from wadaemon.daemon import TransportFactory
     from wadaemon.status import AccountStatus
     from wadaemon.store.contract import Store
+    from wadaemon.whatsapp.neonize_transport import NeonizeTransport
     from wadaemon.whatsapp.replay import ReplayTransport
 
 log = logging.getLogger("wadaemon.cli")
@@ -55,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wadaemon: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.instance_id, settings.log_level)
+    log.info("[config] %s", settings.describe())
+    log.info("[config] %s", describe_sources())
     if args.command == "run":
         return _run(settings)
     if args.command == "pair":
@@ -172,50 +176,66 @@ def _adopt(settings: Settings, accounts: list[str], *, apply: bool, rate: float,
 
 
 def _run(settings: Settings) -> int:
-    from wadaemon.daemon import Daemon, TransportFactory
-    from wadaemon.store import open_store
-
     transport: TransportFactory
     if settings.simserver is not None:
         from wadaemon.whatsapp.simclient import SimServerTransport, service_accounts
+        from wadaemon.whatsapp.transport import TransportError
 
         address = settings.simserver
-        accounts = list(settings.accounts) or service_accounts(address, settings.instance_id)
+        try:
+            accounts = list(settings.accounts) or service_accounts(address, settings.instance_id)
+        except (OSError, TransportError) as exc:
+            print(f"wadaemon: cannot list the accounts of the simulated service at {address[0]}:{address[1]}"
+                  f" (set WADAEMON_ACCOUNTS, or start it first): {exc}", file=sys.stderr)
+            return 2
 
         def transport(account_id: str) -> SimServerTransport:
             return SimServerTransport(account_id, address, settings.instance_id)
     else:
-        from wadaemon.whatsapp.neonize_transport import NeonizeTransport, paired_accounts
+        from wadaemon.whatsapp.neonize_transport import paired_accounts
 
-        sessions = settings.data_dir / "sessions"
-        accounts = list(settings.accounts) or paired_accounts(sessions)
+        accounts = list(settings.accounts) or paired_accounts(settings.data_dir / "sessions")
 
         def transport(account_id: str) -> NeonizeTransport:
-            return NeonizeTransport(account_id, sessions / f"{account_id}.db",
-                                    full_history=settings.sync_full_history)
+            return neonize_transport(settings, account_id)
 
     if not accounts:
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
+    run_daemon(settings, accounts, transport)
+    return 0
+
+
+def neonize_transport(settings: Settings, account_id: str) -> NeonizeTransport:
+    """The real WhatsApp transport of an account, as configured (the one place that says how)."""
+    from wadaemon.whatsapp.neonize_transport import NeonizeTransport
+
+    return NeonizeTransport(
+        account_id, settings.data_dir / "sessions" / f"{account_id}.db",
+        full_history=settings.sync_full_history, full_sync_days=settings.history_sync_days,
+        full_sync_size_mb=settings.history_sync_size_mb, full_sync_quota_mb=settings.history_sync_quota_mb)
+
+
+def run_daemon(settings: Settings, accounts: Sequence[str], transport: TransportFactory) -> None:
+    """``wadaemon run`` once its accounts and transports are chosen: the daemon until a signal,
+    then the store closed (bounded, so a frozen store cannot hold the exit)."""
+    from wadaemon.daemon import Daemon
+    from wadaemon.store import close_store, open_store
+
     store = open_store(settings)
     if store.backend == "firestore":
         from wadaemon.adopt.runner import warn_if_unadopted
 
         warn_if_unadopted(store, accounts)
-
     daemon = Daemon(settings, store, accounts, transport)
     try:
         trio.run(daemon.run)
     finally:
-        store.close()
-    return 0
+        close_store(store)
 
 
 def _pair(settings: Settings, account_id: str, phone: str | None) -> int:
-    from wadaemon.whatsapp.neonize_transport import NeonizeTransport
-
-    sessions = settings.data_dir / "sessions"
-    sessions.mkdir(parents=True, exist_ok=True)
-    transport = NeonizeTransport(account_id, sessions / f"{account_id}.db", full_history=settings.sync_full_history)
+    (settings.data_dir / "sessions").mkdir(parents=True, exist_ok=True)
+    transport = neonize_transport(settings, account_id)
 
     def show_code(code: str) -> None:
         print(f"On the phone: WhatsApp > Linked devices > Link with phone number, enter: {code}", flush=True)
@@ -243,18 +263,31 @@ class ReplayReport(msgspec.Struct, rename="camel"):
     rejections: list[LineRejection]
 
 
-async def drain(settings: Settings, store: Store, account_id: str, transport: ReplayTransport) -> AccountStatus:
+async def drain(settings: Settings, store: Store, account_id: str,
+                transport: ReplayTransport) -> tuple[AccountStatus, bool]:
     """Run one account's pipeline (no HTTP) until ``transport`` has played everything and the
-    journal is drained, then stop; the account's final status."""
+    journal is drained, then stop: the account's final status, and whether a signal (SIGINT,
+    SIGTERM) ended it first — then what was not drained stays journaled for the next run."""
     from wadaemon.daemon import Daemon
 
     daemon = Daemon(settings, store, [account_id], lambda _: transport, serve=False)
+    interrupted = True
     async with trio.open_nursery() as nursery:
-        await nursery.start(daemon.run)
-        await trio.to_thread.run_sync(transport.finished.wait)
+
+        async def daemon_then_stop(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await daemon.run(task_status=task_status)
+            nursery.cancel_scope.cancel()  # stopped by a signal: stop waiting for the drain
+
+        await nursery.start(daemon_then_stop)
+        await trio.to_thread.run_sync(transport.finished.wait, abandon_on_cancel=True)
         await daemon.accounts[account_id].wait_drained()
+        interrupted = False
         daemon.stop()
-    return daemon.board.account(account_id)
+    return daemon.board.account(account_id), interrupted
+
+
+INTERRUPTED = ("wadaemon: interrupted before the journal was drained; what is left stays in the"
+               " journal and is ingested by the next run")
 
 
 class DeadLetterLine(msgspec.Struct, rename="camel"):
@@ -271,7 +304,7 @@ def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
     drain it through the pipeline (stop the daemon running this account first: the journal has
     one writer)."""
     from wadaemon.journal import Journal
-    from wadaemon.store import open_store
+    from wadaemon.store import close_store, open_store
     from wadaemon.whatsapp.replay import ReplayTransport
 
     path = settings.data_dir / "journal" / f"{account_id}.sqlite"
@@ -292,16 +325,19 @@ def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
         journal.close()
     store = open_store(settings)
     try:
-        status = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
+        status, interrupted = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
     finally:
-        store.close()
+        close_store(store)
+    if interrupted:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     print(msgspec.json.encode({"account": account_id, "restored": restored,
                                "deadLetters": status.dead_letters}).decode())
     return 1 if status.dead_letters else 0
 
 
 def _replay(settings: Settings, account_id: str, path: Path) -> int:
-    from wadaemon.store import open_store
+    from wadaemon.store import close_store, open_store
     from wadaemon.whatsapp.replay import ReplayTransport
 
     if not path.is_file():
@@ -310,9 +346,9 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
     store = open_store(settings)
     transport = ReplayTransport(account_id, path)
     try:
-        status = trio.run(drain, settings, store, account_id, transport)
+        status, interrupted = trio.run(drain, settings, store, account_id, transport)
     finally:
-        store.close()
+        close_store(store)
     report = ReplayReport(
         account=account_id, file=str(path), delivered=transport.delivered,
         skipped_lines=len(transport.bad_lines), messages_written=status.realtime_written,
@@ -325,6 +361,9 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
         print(f"{path}:{number}: skipped: {reason}", file=sys.stderr)
     for number, reason in transport.rejected_lines:
         print(f"{path}:{number}: rejected: {reason}", file=sys.stderr)
+    if interrupted:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     return 1 if transport.bad_lines or transport.rejected_lines else 0
 
 

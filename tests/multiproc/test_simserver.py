@@ -3,15 +3,21 @@ service's ground truth; replacements are counted; the offline queue and its gap.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.procs import DaemonSet, SimServer, wait_until
+from tests.procs import DaemonSet, SimServer, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
 ACC = "sim-1"
+#: For a gap that must stay open: no scheduler may ask the phone for history behind the test's back.
+NO_HISTORY_REQUESTS = {"WHATSAPP_AUTO_BACKFILL_ENABLED": "false", "RECENT_SYNC_ENABLED": "false"}
 
 
 def assert_store_matches_truth(daemons: DaemonSet, sim: SimServer, account: str) -> None:
@@ -29,7 +35,8 @@ def assert_store_matches_truth(daemons: DaemonSet, sim: SimServer, account: str)
 
 
 def test_daemon_ingests_pairing_history_and_live_traffic_exactly(
-        simserver: Callable[..., SimServer], daemons: DaemonSet) -> None:
+        simserver: Callable[..., SimServer], daemons_any_store: DaemonSet) -> None:
+    daemons = daemons_any_store
     sim = simserver(accounts=1, chats=8, history=160, chunk_size=40)
     daemon = daemons.start("inst-a", sim)
     daemon.wait_ready()
@@ -74,7 +81,7 @@ def test_two_daemons_on_one_account_are_counted_as_replacements(
 def test_offline_queue_delivers_on_reconnect_and_a_dropped_queue_leaves_a_gap(
         simserver: Callable[..., SimServer], daemons: DaemonSet) -> None:
     sim = simserver(accounts=1, chats=4, history=20)
-    daemon = daemons.start("inst-a", sim)
+    daemon = daemons.start("inst-a", sim, env=NO_HISTORY_REQUESTS)
     wait_until(lambda: daemons.message_ids(ACC) == sim.truth(ACC).ids(), "pairing history stored",
                logs=daemons.logs())
 
@@ -82,7 +89,7 @@ def test_offline_queue_delivers_on_reconnect_and_a_dropped_queue_leaves_a_gap(
     wait_until(lambda: sim.summary(ACC).connected_client is None, "the service saw the crash")
     queued = [sim.inject(ACC, chat=n % 4, text=f"while down {n}") for n in range(5)]
     assert sim.summary(ACC).held == 5
-    daemon = daemons.start("inst-a", sim)  # the same data dir: a restart
+    daemon = daemons.start("inst-a", sim, env=NO_HISTORY_REQUESTS)  # the same data dir: a restart
     wait_until(lambda: set(queued) <= daemons.message_ids(ACC), "the offline queue is delivered",
                logs=daemons.logs())
     assert sim.summary(ACC).held == 0
@@ -91,7 +98,7 @@ def test_offline_queue_delivers_on_reconnect_and_a_dropped_queue_leaves_a_gap(
     wait_until(lambda: sim.summary(ACC).connected_client is None, "the service saw the crash")
     lost = [sim.inject(ACC, chat=n % 4, text=f"dropped {n}") for n in range(4)]
     assert sim.drop_queue(ACC) == 4
-    daemons.start("inst-a", sim)
+    daemons.start("inst-a", sim, env=NO_HISTORY_REQUESTS)
     wait_until(lambda: sim.summary(ACC).connected_client == "inst-a", "reconnected", logs=daemons.logs())
     after = sim.inject(ACC, chat=0, text="after the gap")
     wait_until(lambda: after in daemons.message_ids(ACC), "live traffic flows again", logs=daemons.logs())
@@ -100,7 +107,7 @@ def test_offline_queue_delivers_on_reconnect_and_a_dropped_queue_leaves_a_gap(
     gap = truth.ids() - truth.delivered_ids()
     assert gap == set(lost)  # on the phone, never delivered: only an on-demand request can close it
     assert not gap & daemons.message_ids(ACC)
-    assert truth.dropped == 4 and truth.held == 0
+    assert truth.dropped == 4 and truth.held == 0 and truth.history_requests == []
     assert_store_matches_truth(daemons, sim, ACC)
 
 
@@ -120,3 +127,12 @@ def test_daemon_reports_disconnected_and_reconnects_when_the_service_returns(
     wait_until(lambda: daemon.account_state(ACC) == "connected", "the daemon reports connected",
                logs=daemons.logs())
     assert daemon.alive()
+
+
+def test_run_without_accounts_and_no_service_says_why(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WADAEMON_", "FIRESTORE_"))}
+    env.update(WADAEMON_SIMSERVER=f"127.0.0.1:{free_port()}", WADAEMON_DATA_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "wadaemon.cli", "run"], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "cannot list the accounts of the simulated service" in done.stderr
