@@ -17,7 +17,7 @@ import logging
 import threading
 from pathlib import Path
 
-from wadaemon.domain import RejectedEvent
+from wadaemon.domain import GroupInfo, RejectedEvent
 from wadaemon.whatsapp.capture import decode_capture_line
 from wadaemon.whatsapp.translate import translate
 from wadaemon.whatsapp.transport import (
@@ -94,3 +94,6 @@ class ReplayTransport:
 
     def resolve_lid(self, lid_jid: str) -> str:
         return ""
+
+    def group_info(self, group_jid: str) -> GroupInfo:
+        raise TransportError("a replay cannot ask WhatsApp about a group")
