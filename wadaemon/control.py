@@ -17,7 +17,7 @@ process that dies mid-send leaves the record ``queued``: the outcome is not know
 API says exactly that instead of guessing.
 
 Backfill: the manual trigger belongs to the backfill scheduler. Until one is plugged in
-(``backfill``), a trigger answers 503 ``backfill_unavailable`` and starts nothing.
+(``backfill``), a trigger answers 409 ``backfill_unavailable`` and starts nothing.
 """
 
 from __future__ import annotations

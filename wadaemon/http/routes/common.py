@@ -28,7 +28,7 @@ from wadaemon.store.contract import PageKey, Store
 
 T = TypeVar("T")
 
-BEFORE = text_param("before", max_length=2048,
+BEFORE = text_param("before", max_length=256,
                     description="Opaque cursor: the nextBefore of the previous page")
 
 
