@@ -32,7 +32,7 @@ def schemathesis(tmp_path: Path, port: int, name: str, *extra: str) -> subproces
     config.write_text('[parameters]\n"path.accountId" = "demo-1"\n')
     command = [str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(config), "run",
                f"http://127.0.0.1:{port}/openapi.json", "--checks", "all",
-               "--exclude-checks", "positive_data_acceptance", "--max-examples", "6", "--seed", "13",
+               "--exclude-checks", "positive_data_acceptance", "--max-examples", "4", "--seed", "13",
                "--no-color", "--output-truncate", "true", "--request-timeout", "10",
                "--report-har-path", str(tmp_path / f"{name}.har"), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path, check=False)

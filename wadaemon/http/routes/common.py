@@ -34,7 +34,7 @@ BEFORE = text_param("before", max_length=256,
 
 async def store_call(request: web.Request, fn: Callable[[Store], T]) -> T:
     try:
-        return await context_of(request).store.call(fn)
+        return await context_of(request).api_store.call(fn)
     except StoreCallFailed as exc:
         raise ApiError(503, "store_unavailable", "the store did not answer in time") from exc
 
