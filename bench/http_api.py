@@ -47,7 +47,6 @@ def serve(args: argparse.Namespace) -> int:
     from tests.spine.harness import settings_for
     from wadaemon.daemon import Daemon
     from wadaemon.domain import MessageDoc, ms_to_datetime
-    from wadaemon.records import summarise
     from wadaemon.store.contract import Store
     from wadaemon.store.sqlite import SqliteStore
     from wadaemon.whatsapp.simphone import SimPhone
@@ -68,13 +67,11 @@ def serve(args: argparse.Namespace) -> int:
             thread_id=f"{ACCOUNT}__{jid}", direction="inbound", sender_jid=jid,
             ts_client=ms_to_datetime(ts), ts_client_ms=ts, body=f"seeded message {n}",
             sync_source="history_sync"))
-        if len(batch) == 5000:
-            store.upsert_messages(batch)
-            store.advance_threads(summarise(batch))
+        if len(batch) == 1000:
+            _seed(store, batch)
             batch = []
     if batch:
-        store.upsert_messages(batch)
-        store.advance_threads(summarise(batch))
+        _seed(store, batch)
     settings = settings_for(data / "daemon", PORT=str(args.port), HOST="127.0.0.1", API_TOKEN=TOKEN)
     daemon = Daemon(settings, store, [ACCOUNT], {ACCOUNT: phone}.__getitem__)
 
@@ -82,7 +79,7 @@ def serve(args: argparse.Namespace) -> int:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
             phone.run_live(args.live, 3600)
-            emit({"ready": True, "threads": len(jids), "messages": args.messages, "per_thread": per_thread,
+            emit({"ready": True, "loadavg": os.getloadavg()[0], "threads": len(jids), "messages": args.messages, "per_thread": per_thread,
                   "thread_ids": [f"{ACCOUNT}__{jid}" for jid in jids]})
             with trio.open_signal_receiver(signal.SIGTERM) as signals:
                 async for _ in signals:
@@ -93,6 +90,22 @@ def serve(args: argparse.Namespace) -> int:
     trio.run(main)
     store.close()
     return 0
+
+
+def _seed(store: Any, batch: list[Any]) -> None:
+    """One seeding batch, retried: a loaded emulator sometimes misses a deadline."""
+    from wadaemon.records import summarise
+    from wadaemon.store.contract import StoreUnavailable
+
+    for attempt in range(5):
+        try:
+            store.upsert_messages(batch)
+            store.advance_threads(summarise(batch))
+            return
+        except StoreUnavailable:
+            if attempt == 4:
+                raise
+            time.sleep(1.0)
 
 
 # -- the client (this process) ----------------------------------------------------------------
@@ -150,7 +163,8 @@ def client_main(args: argparse.Namespace) -> int:
             thread_ids = ready["thread_ids"]
             results: dict[str, Any] = {"backend": args.backend, "threads": ready["threads"],
                                        "messages": ready["messages"], "clients": args.clients,
-                                       "live_per_s": args.live, "duration_s": args.duration}
+                                       "live_per_s": args.live, "duration_s": args.duration,
+                                       "loadavg_at_start": ready["loadavg"]}
             results["threads_list"] = asyncio.run(load(port, [f"/api/whatsapp/threads/{ACCOUNT}?limit=50"],
                                                        args.clients, args.duration))
             results["messages_page"] = asyncio.run(load(
