@@ -176,9 +176,15 @@ def _run(settings: Settings) -> int:
     transport: TransportFactory
     if settings.simserver is not None:
         from wadaemon.whatsapp.simclient import SimServerTransport, service_accounts
+        from wadaemon.whatsapp.transport import TransportError
 
         address = settings.simserver
-        accounts = list(settings.accounts) or service_accounts(address, settings.instance_id)
+        try:
+            accounts = list(settings.accounts) or service_accounts(address, settings.instance_id)
+        except (OSError, TransportError) as exc:
+            print(f"wadaemon: cannot list the accounts of the simulated service at {address[0]}:{address[1]}"
+                  f" (set WADAEMON_ACCOUNTS, or start it first): {exc}", file=sys.stderr)
+            return 2
 
         def transport(account_id: str) -> SimServerTransport:
             return SimServerTransport(account_id, address, settings.instance_id)
