@@ -59,7 +59,7 @@ def test_daemon_killed_traffic_continues_queue_partly_dropped_restart_fills_the_
                 if "[recent-sync] accountId=sim-1 end" in line and "threads=0 " not in line]
 
     wait_until(lambda: all_stored() and bool(working_ticks()), "every message the phone holds is in the store",
-               timeout=60, logs=daemons.logs())
+               timeout=120, logs=daemons.logs())
     assert len(working_ticks()) <= 2, working_ticks()  # within two recent-sync ticks
     stored = daemons.messages(ACC)
     assert set(stored) == sim.truth(ACC).ids()
