@@ -98,6 +98,9 @@ def _add_simserver_parser(commands: argparse._SubParsersAction[argparse.Argument
                      help="events held per account while no device is connected (default 10000)")
     sim.add_argument("--history-delay-ms", type=int, default=0,
                      help="delay before answering an on-demand history request (default 0)")
+    sim.add_argument("--wall-clock", type=int, choices=(0, 1), default=0,
+                     help="1: live messages carry wall-clock timestamps, as on WhatsApp (default 0: "
+                          "a simulated clock, deterministic)")
     sim.add_argument("--ack-timeout", type=float, default=30.0,
                      help="seconds a client may take to ack an event before it is closed (default 30)")
 
@@ -131,6 +134,7 @@ def _simserver(args: argparse.Namespace) -> int:
         chats=args.chats, history=args.history, pairing_history=args.pairing_history,
         chunk_size=args.chunk_size, rate=args.rate, offline_cap=args.offline_cap,
         history_delay_ms=args.history_delay_ms, ack_timeout_s=args.ack_timeout,
+        wall_clock=bool(args.wall_clock),
     ), announce=lambda line: print(line, flush=True))
     return 0
 

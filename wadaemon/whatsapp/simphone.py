@@ -226,7 +226,7 @@ class SimPhone:
                  lid_ratio: float = 0.5, bootstrap_per_chat: int = 10, recent_per_chat: int = 40,
                  paired: bool = False, auto_receipts: bool = True, history_requests: bool = True,
                  stop_timeout_s: float = 10.0, pairing_per_chat: int | None = None,
-                 max_held: int | None = None, history_delay_s: float = 0.0) -> None:
+                 max_held: int | None = None, history_delay_s: float = 0.0, wall_clock: bool = False) -> None:
         if chunk_size < 1 or chats < 0 or history_messages < 0 or archive_depth < 0:
             raise ValueError("chunk_size must be positive; counts must not be negative")
         if chats == 0 and history_messages:
@@ -270,6 +270,10 @@ class SimPhone:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._clock_ms = (NEWEST_S + 60) * 1000
+        #: Live timestamps follow the wall clock (1 ms apart at least) instead of a simulated
+        #: clock 1 s per message: what WhatsApp's server does, and what a daemon that compares
+        #: message times with its own clock (recent-sync's gaps) needs from the simulation.
+        self.wall_clock = wall_clock
         self._counter = itertools.count(1)
         self._revealed: set[int] = set()
         self._send_failures: list[str] = []
@@ -556,7 +560,10 @@ class SimPhone:
 
     def _tick(self) -> tuple[int, int]:
         """Next live (sequence, timestamp ms); callers hold the lock."""
-        self._clock_ms += 1000
+        if self.wall_clock:
+            self._clock_ms = max(self._clock_ms + 1, int(time.time() * 1000))
+        else:
+            self._clock_ms += 1000
         return next(self._counter), self._clock_ms
 
     def _live_id(self, n: int) -> str:
@@ -605,10 +612,14 @@ class SimPhone:
         return P.raw(P.history_sync_event(sync_type, conversations, chunk_order=order,
                                           progress=progress, lid_mappings=mappings or ()))
 
-    def on_demand_answer(self, chat_jid: str, oldest_ts_ms: int, count: int) -> RawEvent:
+    def on_demand_answer(self, chat_jid: str, oldest_ts_ms: int, count: int, oldest_id: str = "") -> RawEvent:
         """The ON_DEMAND HistorySync answering a request anchored at ``oldest_ts_ms``: the newest
         min(count, 50) messages the phone holds strictly older than the anchor (live ones first,
-        being newer than every archived one), newest first."""
+        being newer than every archived one), newest first.
+
+        A live anchor is found by ``oldest_id`` when given, as the phone finds the request's
+        message key: history carries whole seconds, so an anchor taken from an earlier answer
+        is up to 999 ms early, and a time comparison would skip the messages of its second."""
         want = max(0, min(count, ON_DEMAND_MAX))
         try:
             chat = self.chat(chat_jid)
@@ -616,7 +627,9 @@ class SimPhone:
             conv = P.conversation(normalise_jid(chat_jid), [], end_of_history=1)
             return P.raw(P.history_sync_event("ON_DEMAND", [conv], chunk_order=1, progress=100))
         with self._lock:
-            live = [m for m in self.live_messages.get(chat.index, ()) if m.ts_ms < oldest_ts_ms]
+            kept = self.live_messages.get(chat.index, [])
+            at = next((n for n, m in enumerate(kept) if m.message_id == oldest_id), None) if oldest_id else None
+            live = kept[:at] if at is not None else [m for m in kept if m.ts_ms < oldest_ts_ms]
         picked = live[len(live) - min(want, len(live)):]
         messages = [self._live_web_message(m) for m in reversed(picked)]
         newest_ms = chat.ts_ms(chat.archive_size - 1)
@@ -702,7 +715,7 @@ class SimPhone:
             self._answer(request)
 
     def _answer(self, request: HistoryRequest) -> None:
-        answer = self.on_demand_answer(request.chat, request.oldest_ts_ms, request.count)
+        answer = self.on_demand_answer(request.chat, request.oldest_ts_ms, request.count, request.oldest_id)
         with self._lock:
             request.answered = True
             request.messages = sum(len(c.messages) for c in P.history_of(answer).conversations)

@@ -78,6 +78,7 @@ class ServiceOptions(msgspec.Struct, frozen=True, kw_only=True):
     offline_cap: int = 10_000
     history_delay_ms: int = 0
     ack_timeout_s: float = 30.0
+    wall_clock: bool = False  # live message timestamps from the wall clock (SimPhone.wall_clock)
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,7 +354,8 @@ class SimService:
             phone = SimPhone(account_id, seed=options.seed * 100 + n, chats=options.chats,
                              history_messages=options.history, archive_depth=0,
                              pairing_per_chat=options.pairing_history, chunk_size=options.chunk_size,
-                             max_held=options.offline_cap, history_delay_s=options.history_delay_ms / 1000)
+                             max_held=options.offline_cap, history_delay_s=options.history_delay_ms / 1000,
+                             wall_clock=options.wall_clock)
             self.accounts[account_id] = SimAccount(account_id, phone)
         self._numbers = itertools.count(1)
         self._conns: set[Connection] = set()
