@@ -112,18 +112,26 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
     transport = ReplayTransport(account_id, path)
     daemon = Daemon(settings, store, [account_id], lambda _: transport, serve=False)
 
-    async def replay() -> None:
+    status = daemon.board.account(account_id)  # kept: the board forgets an account once stopped
+
+    async def replay() -> bool:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
-            await trio.to_thread.run_sync(transport.finished.wait)
-            await daemon.accounts[account_id].wait_drained()
+            runtime = daemon.accounts.get(account_id)
+            if runtime is not None:
+                await trio.to_thread.run_sync(transport.finished.wait)
+                await runtime.wait_drained()
             daemon.stop()
+        return runtime is not None
 
     try:
-        trio.run(replay)
+        owned = trio.run(replay)
     finally:
         store.close()
-    status = daemon.board.account(account_id)
+    if not owned:
+        print(f"wadaemon replay: account {account_id} is run by another instance (its lease is held): "
+              "stop it first", file=sys.stderr)
+        return 2
     report = ReplayReport(
         account=account_id, file=str(path), delivered=transport.delivered,
         skipped_lines=len(transport.bad_lines), messages_written=status.realtime_written,

@@ -4,16 +4,24 @@
 
     wadaemon                 one_for_one
     ├── http                 aiohttp on its own thread (/health, /ready, /diag, API)
-    └── accounts             one_for_one, one subtree per account (wadaemon.actors.account)
+    ├── accounts             one_for_one, one subtree per account this instance owns
+    │                        (wadaemon.actors.account), started and stopped by ownership
+    └── ownership            account leases, heartbeat, fair share (wadaemon.cluster.ownership)
 
-Global scheduler actors (auto-backfill, recent-sync, repair, leases) join the root as siblings
-of ``accounts`` when their issues land. Shutdown (SIGTERM/SIGINT or ``stop``): /ready turns 503,
-the tree is cancelled, every writer flushes what it holds within its own bound, the journals
-close. Whatever was not flushed is still in the journal and is replayed at the next start.
+The set of accounts is dynamic: an account's subtree runs only while this instance holds the
+account's ownership lease, inside that lease's fence (``wadaemon.cluster.fence``), so losing
+the lease stops the socket and refuses the writes. ``accounts`` given to the daemon is the
+set it may run (every paired session, or ``WADAEMON_ACCOUNTS``), re-read every retry period.
+
+Shutdown (SIGTERM/SIGINT or ``stop``): /ready turns 503, the tree is cancelled, every writer
+flushes what it holds within its own bound (the leases are still valid), then ownership
+releases every lease and deletes the heartbeat. Whatever was not flushed is still in the
+journal and is replayed when this instance runs the account again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -23,6 +31,9 @@ import trio
 
 from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.account import AccountRuntime
+from wadaemon.cluster.fence import Fence
+from wadaemon.cluster.ownership import Ownership
+from wadaemon.cluster.timing import LeaseTiming
 from wadaemon.config import Settings
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store
@@ -39,7 +50,7 @@ class Daemon:
         self,
         settings: Settings,
         store: Store,
-        accounts: Sequence[str],
+        accounts: Sequence[str] | Callable[[], Sequence[str]],
         transport_factory: TransportFactory,
         *,
         serve: bool = True,
@@ -48,17 +59,20 @@ class Daemon:
         self.store = store
         self.runner = StoreRunner(store)
         self.board = DaemonStatus(settings.instance_id)
-        self.accounts: dict[str, AccountRuntime] = {
-            account_id: AccountRuntime(
-                account_id,
-                settings=settings,
-                runner=self.runner,
-                board=self.board,
-                transport=transport_factory(account_id),
-                journal_dir=settings.data_dir / "journal",
-            )
-            for account_id in accounts
-        }
+        self.accounts: dict[str, AccountRuntime] = {}
+        self._transport_factory = transport_factory
+        universe: Callable[[], Sequence[str]]
+        if callable(accounts):
+            universe = accounts
+        else:
+            fixed = list(accounts)
+            universe = lambda: fixed  # noqa: E731
+        self.account_tree = Supervisor("accounts", [], strategy="one_for_one")
+        self.ownership = Ownership(
+            store=store, host=self, board=self.board, instance_id=settings.instance_id,
+            timing=LeaseTiming.of(settings), accounts=universe,
+            pinned=settings.accounts,
+        )
         self.serve = serve
         self.http: Any = None
         self._cancel = trio.CancelScope()
@@ -77,22 +91,56 @@ class Daemon:
                 await serve_http(server, task_status=task_status)
 
             children.append(ChildSpec("http", http))
-        accounts = Supervisor("accounts", [ChildSpec(f"account:{a}", rt.supervisor.run)
-                                           for a, rt in self.accounts.items()], strategy="one_for_one")
-        children.append(ChildSpec("accounts", accounts.run))
+        children.append(ChildSpec("accounts", self.account_tree.run))
+        children.append(ChildSpec("ownership", self.ownership.run))
         return children
+
+    def owned_accounts(self) -> frozenset[str]:
+        """The accounts this instance runs now, under a valid lease: the only ones schedulers
+        (backfill, recent-sync, repair) may work on."""
+        return self.ownership.running()
+
+    # -- AccountHost (driven by ownership) --------------------------------------------------------
+    async def start_account(self, account_id: str, fence: Fence) -> None:
+        runtime = AccountRuntime(
+            account_id,
+            settings=self.settings,
+            runner=self.runner,
+            board=self.board,
+            transport=self._transport_factory(account_id),
+            journal_dir=self.settings.data_dir / "journal",
+        )
+        self.runner.fence(account_id, fence)
+        self.accounts[account_id] = runtime
+
+        async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with fence.scope:
+                    await runtime.supervisor.run(task_status=task_status)
+            finally:
+                runtime.close()
+
+        await self.account_tree.start_child(ChildSpec(f"account:{account_id}", run, restart="temporary"))
+
+    async def stop_account(self, account_id: str) -> None:
+        with contextlib.suppress(KeyError):
+            await self.account_tree.stop_child(f"account:{account_id}")
+        runtime = self.accounts.pop(account_id, None)
+        if runtime is not None:
+            runtime.close()
+        self.board.forget(account_id)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled, ``stop()``, SIGTERM or SIGINT."""
-        log.info("wadaemon starting instance=%s store=%s accounts=%s",
-                 self.settings.instance_id, self.store.backend, ",".join(self.accounts) or "-")
+        log.info("wadaemon starting instance=%s store=%s pinned=%s",
+                 self.settings.instance_id, self.store.backend, ",".join(self.settings.accounts) or "-")
         try:
             with self._cancel:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._watch_signals, nursery.cancel_scope)
                     await nursery.start(self.root.run)
                     self.board.set_mode("active" if self.accounts else "passive")
-                    log.info("wadaemon ready mode=%s", self.board.mode)
+                    log.info("wadaemon ready mode=%s accounts=%s", self.board.mode, ",".join(self.accounts) or "-")
                     task_status.started()
         finally:
             self.board.set_mode("stopping")

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from wadaemon.domain import InstanceDoc, Lease
+
 Mode = Literal["starting", "active", "passive", "stopping"]
 
 
@@ -48,6 +50,14 @@ class AccountStatus(msgspec.Struct):
     last_error: str = ""
 
 
+class ClusterView(msgspec.Struct, frozen=True):
+    """What the ownership actor last read: every instance heartbeat and account lease."""
+
+    instances: list[InstanceDoc]
+    leases: list[Lease]
+    at_ms: int
+
+
 class DiagSnapshot(msgspec.Struct):
     ready: bool
     mode: Mode
@@ -55,6 +65,7 @@ class DiagSnapshot(msgspec.Struct):
     started_at_ms: int
     accounts: list[AccountStatus]
     supervision: Any = None
+    cluster: ClusterView | None = None
 
 
 class DaemonStatus:
@@ -67,6 +78,7 @@ class DaemonStatus:
         self._mode: Mode = "starting"
         self._accounts: dict[str, AccountStatus] = {}
         self._supervision: Callable[[], Any] | None = None
+        self._cluster: ClusterView | None = None
 
     def set_mode(self, mode: Mode) -> None:
         with self._lock:
@@ -90,6 +102,10 @@ class DaemonStatus:
         with self._lock:
             self._accounts.pop(account_id, None)
 
+    def set_cluster(self, view: ClusterView) -> None:
+        with self._lock:
+            self._cluster = view
+
     def set_supervision(self, provider: Callable[[], Any]) -> None:
         """``provider`` returns the supervision tree's health snapshot (a msgspec Struct tree).
         It is called from the HTTP thread: it must only read."""
@@ -102,6 +118,7 @@ class DaemonStatus:
             accounts = [msgspec.structs.replace(a, history=msgspec.structs.replace(a.history))
                         for a in self._accounts.values()]
             provider = self._supervision
+            cluster = self._cluster
         supervision = provider() if provider is not None else None
         return DiagSnapshot(
             ready=mode in ("active", "passive"),
@@ -110,4 +127,5 @@ class DaemonStatus:
             started_at_ms=self.started_at_ms,
             accounts=sorted(accounts, key=lambda a: a.account_id),
             supervision=supervision,
+            cluster=cluster,
         )

@@ -8,19 +8,33 @@ the journal believing something that did not happen.
 Per account, writers share one *lane* (a ``trio.Lock``): the store contract lets adapters do
 read-modify-write without transactions because writes for one account are serialised here.
 Reads do not take the lane.
+
+**Fencing.** An account run under an ownership lease registers its fence
+(``wadaemon.cluster.fence``); every write for that account checks it inside the lane, right
+before the store call, and raises ``LeaseLost`` once the lease may be someone else's. That
+includes the shielded final flushes writers do when cancelled, which a cancel scope cannot stop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import trio
 
-from wadaemon.store.contract import Store
+from wadaemon.store.contract import Store, StoreError
 
 T = TypeVar("T")
+
+
+class Fenced(Protocol):
+    def valid(self) -> bool: ...
+
+
+class LeaseLost(StoreError):
+    """A write for an account whose ownership lease this instance may no longer hold: refused,
+    nothing was written (the journal keeps the work)."""
 
 
 class StoreRunner:
@@ -28,6 +42,11 @@ class StoreRunner:
         self.store = store
         self._limiter = trio.CapacityLimiter(max_threads)
         self._lanes: dict[str, trio.Lock] = {}
+        self._fences: dict[str, Fenced] = {}
+
+    def fence(self, account_id: str, fence: Fenced) -> None:
+        """From now on, writes for ``account_id`` go through only while ``fence.valid()``."""
+        self._fences[account_id] = fence
 
     def lane(self, account_id: str) -> trio.Lock:
         lock = self._lanes.get(account_id)
@@ -40,6 +59,9 @@ class StoreRunner:
         return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
 
     async def write(self, account_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a store write for ``account_id`` in its lane."""
+        """Run a store write for ``account_id`` in its lane (refused once its fence fails)."""
         async with self.lane(account_id):
+            fence = self._fences.get(account_id)
+            if fence is not None and not fence.valid():
+                raise LeaseLost(f"account {account_id!r}: ownership lease lost, write refused")
             return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)

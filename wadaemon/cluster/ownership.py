@@ -1,0 +1,285 @@
+"""The ownership actor: this instance's account leases, its heartbeat, and fair share.
+
+Every retry period (``timing``), one tick:
+
+1. **renew** every held account lease in one store round (``Store.renew_leases``); a lease
+   reported lost is revoked at once (its subtree stopped, its writes refused). A lease whose
+   renewals keep failing is cut off by its fence's deadline without this actor (``fence``);
+2. **heartbeat**: ``whatsapp_instances/{instanceId}`` with the accounts held;
+3. **look**: every heartbeat and every account lease, and the accounts there are (sessions);
+4. **act** on ``share.plan``: hand over what another settled instance should run (stop the
+   subtree, *then* release the lease: the old socket is closed before anyone may connect),
+   take free accounts this instance should run (acquire, then start the subtree).
+
+Starting and stopping subtrees runs in tasks of their own, so a slow socket start never delays
+the next renewal. Store calls of this actor use their own worker thread (a ``CapacityLimiter``
+of one), so a backlog of account writes cannot starve renewals either.
+
+On shutdown (cancellation: SIGTERM) the actor stops taking accounts, waits for every account
+subtree to finish (they flush under their still-valid leases), then releases every lease and
+deletes its heartbeat, so the others take over at once instead of after expiry. All of it is
+shielded and bounded by ``LEAVE_TIMEOUT_S``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
+import trio
+
+from wadaemon.cluster.fence import Fence
+from wadaemon.cluster.share import FreeSince, Membership, Peer, plan
+from wadaemon.cluster.timing import LeaseTiming
+from wadaemon.domain import InstanceDoc, Lease
+from wadaemon.status import ClusterView, DaemonStatus
+from wadaemon.store.contract import Store, StoreError
+
+log = logging.getLogger("wadaemon.cluster")
+
+T = TypeVar("T")
+
+LEAVE_TIMEOUT_S = 30.0
+VERSION = "0.1.0"
+
+
+class AccountHost(Protocol):
+    """What ownership drives: the daemon's dynamic set of account subtrees."""
+
+    async def start_account(self, account_id: str, fence: Fence) -> None:
+        """Start the account's subtree inside ``fence.scope``; return once it is up."""
+        ...
+
+    async def stop_account(self, account_id: str) -> None:
+        """Stop the account's subtree (if it runs) and return once it is gone."""
+        ...
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Ownership:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        host: AccountHost,
+        board: DaemonStatus,
+        instance_id: str,
+        timing: LeaseTiming,
+        accounts: Callable[[], Sequence[str]],
+        pinned: Sequence[str] = (),
+        wall: Callable[[], int] = wall_ms,
+        threads: bool = True,
+    ) -> None:
+        """``wall`` is the wall clock written into leases and heartbeats; deadlines use trio's
+        clock. ``threads=False`` makes store calls inline (tests on trio's MockClock, whose
+        time must not run while a worker thread works)."""
+        self.store = store
+        self.host = host
+        self.board = board
+        self.instance_id = instance_id
+        self.timing = timing
+        self._accounts = accounts
+        self.pinned = frozenset(pinned)
+        self._wall = wall
+        self._threads = threads
+        self._limiter = trio.CapacityLimiter(1)
+        self.held: dict[str, Fence] = {}
+        self._busy: set[str] = set()  # being started or stopped
+        self._membership = Membership(instance_id, timing)
+        self._free = FreeSince()
+        self._started_at_ms = wall()
+        self._nursery: trio.Nursery | None = None
+        self._last_tick = 0.0
+        self.ticks = 0
+
+    def running(self) -> frozenset[str]:
+        """The accounts this instance runs now (what schedulers may work on)."""
+        return frozenset(a for a, fence in self.held.items() if fence.valid())
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if not self._threads:
+            await trio.lowlevel.checkpoint()
+            return fn(*args, **kwargs)
+        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                # The first tick starts its accounts before reporting started, so a daemon
+                # that is "up" already runs what it could take.
+                await self._tick(first=True)
+                task_status.started()
+                while True:
+                    await trio.sleep_until(self._last_tick + self.timing.retry_period_ms / 1000)
+                    await self._tick(first=False)
+        finally:
+            self._nursery = None
+            with trio.move_on_after(LEAVE_TIMEOUT_S) as scope:
+                scope.shield = True
+                await self._leave()
+
+    # -- one tick -----------------------------------------------------------------------------
+    async def _tick(self, *, first: bool) -> None:
+        self._last_tick = trio.current_time()
+        self.ticks += 1
+        await self._renew()
+        now = self._wall()
+        try:
+            await self._call(self.store.put_instance, self._heartbeat(now, accepting=True))
+            instances, leases, accounts = await self._look()
+        except StoreError as exc:
+            log.warning("[cluster] instance=%s store unavailable: %s", self.instance_id, exc)
+            return
+        now_ms = trio.current_time() * 1000
+        peers = self._membership.observe(instances, now_ms=now_ms, wall_ms=now)
+        universe = [a for a in accounts if not self.pinned or a in self.pinned]
+        me = Peer(self.instance_id, settled=True, pinned=self.pinned)
+        by_account = {lease.key: lease for lease in leases}
+        decided = plan(me=me, peers=peers, accounts=universe, leases=by_account,
+                       held=[*self.held, *self._busy], wall_ms=now, timing=self.timing,
+                       free_for_ms=self._free.update(universe, by_account, now_ms=now_ms, wall_ms=now))
+        self.board.set_cluster(ClusterView(instances=instances, leases=leases, at_ms=now))
+        for account_id in decided.hand_over:
+            if account_id in self.held and account_id not in self._busy:
+                self._spawn(self._hand_over, account_id)
+        for account_id in decided.take:
+            if account_id in self._busy or account_id in self.held:
+                continue
+            if first:
+                await self._take(account_id)
+            else:
+                self._spawn(self._take, account_id)
+        self._update_mode()
+
+    async def _look(self) -> tuple[list[InstanceDoc], list[Lease], Sequence[str]]:
+        instances = await self._call(self.store.list_instances)
+        leases = await self._call(self.store.list_account_leases)
+        accounts = await self._call(self._accounts)
+        return instances, leases, accounts
+
+    def _heartbeat(self, now: int, *, accepting: bool) -> InstanceDoc:
+        return InstanceDoc(instance_id=self.instance_id, heartbeat_at_ms=now, started_at_ms=self._started_at_ms,
+                           version=VERSION, accounts=sorted(self.held), pinned_accounts=sorted(self.pinned),
+                           accepting=accepting)
+
+    async def _renew(self) -> None:
+        for account_id in [a for a, fence in self.held.items() if not fence.valid()]:
+            if account_id not in self._busy:
+                log.warning("[cluster] accountId=%s renew deadline passed: subtree stopped", account_id)
+                self._spawn(self._drop, account_id, True)
+        held = {a: fence for a, fence in self.held.items() if fence.valid() and a not in self._busy}
+        if not held:
+            return
+        sent = trio.current_time()
+        try:
+            renewed = await self._call(self.store.renew_leases, [fence.lease for fence in held.values()],
+                                       ttl_ms=self.timing.lease_ms, now_ms=self._wall())
+        except StoreError as exc:
+            log.warning("[cluster] instance=%s lease renewal failed (%d leases): %s", self.instance_id, len(held), exc)
+            return
+        deadline = sent + self.timing.renew_deadline_ms / 1000
+        for (account_id, fence), lease in zip(held.items(), renewed, strict=True):
+            if lease is None:
+                log.warning("[cluster] accountId=%s lease lost epoch=%d: stopping", account_id, fence.lease.epoch)
+                fence.revoke()
+                self._spawn(self._drop, account_id, False)
+            elif not fence.renewed(lease, deadline):
+                self._spawn(self._drop, account_id, True)
+
+    # -- taking and giving up -----------------------------------------------------------------
+    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._nursery is not None
+        self._busy.add(args[0])
+        self._nursery.start_soon(fn, *args)
+
+    async def _take(self, account_id: str) -> None:
+        self._busy.add(account_id)
+        try:
+            sent = trio.current_time()
+            try:
+                lease = await self._call(self.store.acquire_lease, "account", account_id, self.instance_id,
+                                         ttl_ms=self.timing.lease_ms, now_ms=self._wall())
+            except StoreError as exc:
+                log.warning("[cluster] accountId=%s acquire failed: %s", account_id, exc)
+                return
+            if lease is None:
+                return  # someone else was quicker
+            fence = Fence(lease, sent + self.timing.renew_deadline_ms / 1000)
+            self.held[account_id] = fence
+            log.info("[cluster] accountId=%s acquired epoch=%d instance=%s", account_id, lease.epoch, self.instance_id)
+            try:
+                await self.host.start_account(account_id, fence)
+            except Exception as exc:
+                log.warning("[cluster] accountId=%s did not start: %s", account_id, exc)
+                await self._give_up(account_id)
+        finally:
+            self._busy.discard(account_id)
+            self._update_mode()
+
+    async def _hand_over(self, account_id: str) -> None:
+        """Another instance should run it: stop here first, then release the lease."""
+        try:
+            log.info("[cluster] accountId=%s handing over instance=%s", account_id, self.instance_id)
+            await self._give_up(account_id)
+        finally:
+            self._busy.discard(account_id)
+            self._update_mode()
+
+    async def _drop(self, account_id: str, release: bool) -> None:
+        """The lease is lost (or its deadline passed): stop the subtree; release the lease if
+        it might still be ours, so a successor need not wait for expiry."""
+        try:
+            if release:
+                await self._give_up(account_id)
+            else:
+                self.held.pop(account_id, None)
+                await self.host.stop_account(account_id)
+        finally:
+            self._busy.discard(account_id)
+            self._update_mode()
+
+    async def _give_up(self, account_id: str) -> None:
+        fence = self.held.pop(account_id, None)
+        await self.host.stop_account(account_id)
+        if fence is None:
+            return
+        fence.revoke()
+        try:
+            await self._call(self.store.release_lease, fence.lease)
+            log.info("[cluster] accountId=%s released epoch=%d", account_id, fence.lease.epoch)
+        except StoreError as exc:
+            log.warning("[cluster] accountId=%s release failed (it expires instead): %s", account_id, exc)
+
+    async def _leave(self) -> None:
+        """Shutdown: every subtree stopped (flushed under its lease), then every lease released
+        and the heartbeat deleted."""
+        with contextlib.suppress(StoreError):  # say so first, or others might hand us accounts
+            await self._call(self.store.put_instance, self._heartbeat(self._wall(), accepting=False))
+        async with trio.open_nursery() as nursery:
+            for account_id in list(self.held):
+                nursery.start_soon(self.host.stop_account, account_id)
+        fences = [fence for fence in self.held.values() if fence.valid()]
+        self.held.clear()
+        for fence in fences:
+            fence.revoke()
+            try:
+                await self._call(self.store.release_lease, fence.lease)
+            except StoreError as exc:
+                log.warning("[cluster] accountId=%s release failed (it expires instead): %s", fence.lease.key, exc)
+        try:
+            await self._call(self.store.delete_instance, self.instance_id)
+        except StoreError as exc:
+            log.warning("[cluster] instance=%s heartbeat not deleted: %s", self.instance_id, exc)
+        log.info("[cluster] instance=%s left: %d leases released", self.instance_id, len(fences))
+
+    def _update_mode(self) -> None:
+        if self.board.mode in ("active", "passive"):
+            self.board.set_mode("active" if self.held else "passive")
