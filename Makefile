@@ -18,6 +18,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-firestore-emulator
+	scripts/ensure-prometheus
+	scripts/ensure-systemd-analyze
+	scripts/ensure-chromium
 	$(BIN)/ruff check wadaemon supervisors tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q

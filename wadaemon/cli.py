@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"wadaemon: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.instance_id)
+    setup_logging(settings.instance_id, settings.log_level)
     if args.command == "run":
         return _run(settings)
     if args.command == "pair":

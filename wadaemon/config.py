@@ -28,9 +28,11 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-__all__ = ["EMULATOR_DEFAULT_PROJECT", "ConfigError", "Settings", "StoreBackend", "load_settings"]
+__all__ = ["EMULATOR_DEFAULT_PROJECT", "ConfigError", "LogLevel", "Settings", "StoreBackend", "load_settings"]
 
 StoreBackend = Literal["firestore", "sqlite"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+_LOG_LEVELS: Final[tuple[LogLevel, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 EMULATOR_DEFAULT_PROJECT: Final = "wadaemon-local"
 """Project id used when only ``FIRESTORE_EMULATOR_HOST`` is set: the emulator needs *some* id."""
@@ -118,6 +120,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path = Path("data")
     accounts: tuple[str, ...] = ()  # empty: every paired session in the data dir
     capture_dir: Path | None = None
+    log_level: LogLevel = "INFO"
 
     # Several instances (wadaemon.cluster): account ownership leases, Kubernetes-style timing.
     # lease > renew deadline > retry period; the defaults keep their ratios when only the
@@ -285,6 +288,16 @@ class _Env:
         number = self._whole(name, value, unit=unit, minimum=minimum, maximum=None)
         return None if number is None else number * _MS_PER_UNIT[unit]
 
+    def log_level(self, name: str, default: LogLevel) -> LogLevel:
+        value = self.raw(name)
+        if value is None:
+            return default
+        for level in _LOG_LEVELS:
+            if value.upper() == level:
+                return level
+        self.reject(name, value, "one of " + ", ".join(_LOG_LEVELS) + " (any case)")
+        return default
+
     def accounts(self, name: str) -> tuple[str, ...]:
         """Comma list of account ids: trimmed, empties dropped, duplicates dropped (order kept).
 
@@ -429,6 +442,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         account_renew_deadline_ms=renew_deadline_ms,
         account_retry_period_ms=retry_period_ms,
         session_db=session_db,
+        log_level=env.log_level("WADAEMON_LOG_LEVEL", defaults.log_level),
         firebase_service_account_json=service_account_json,
         google_application_credentials=credentials,
         firestore_emulator_host=emulator,

@@ -6,7 +6,8 @@
     ├── http                 aiohttp on its own thread (/health, /ready, /diag, API)
     ├── accounts             one_for_one, one subtree per account this instance owns
     │                        (wadaemon.actors.account), started and stopped by ownership
-    └── ownership            account leases, heartbeat, fair share (wadaemon.cluster.ownership)
+    ├── ownership            account leases, heartbeat, fair share (wadaemon.cluster.ownership)
+    └── systemd              READY / WATCHDOG / STATUS / STOPPING (only under NOTIFY_SOCKET)
 
 The set of accounts is dynamic: an account's subtree runs only while this instance holds the
 account's ownership lease, inside that lease's fence (``wadaemon.cluster.fence``), so losing
@@ -35,9 +36,11 @@ from wadaemon.cluster.fence import Fence
 from wadaemon.cluster.ownership import Ownership
 from wadaemon.cluster.timing import LeaseTiming
 from wadaemon.config import Settings
+from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store
 from wadaemon.store.runner import StoreRunner
+from wadaemon.systemd import Notifier, run_notifier
 from wadaemon.whatsapp.transport import Transport
 
 log = logging.getLogger("wadaemon")
@@ -54,11 +57,13 @@ class Daemon:
         transport_factory: TransportFactory,
         *,
         serve: bool = True,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.runner = StoreRunner(store)
         self.board = DaemonStatus(settings.instance_id)
+        self.metrics = Metrics(self.board)
+        self.runner = StoreRunner(store, on_write=self.metrics.observe_write)
         self.accounts: dict[str, AccountRuntime] = {}
         self._transport_factory = transport_factory
         universe: Callable[[], Sequence[str]]
@@ -75,6 +80,8 @@ class Daemon:
         )
         self.serve = serve
         self.http: Any = None
+        self.notifier = Notifier.from_environ() if notifier is None else notifier
+        self._ready = trio.Event()
         self._cancel = trio.CancelScope()
         self.root = Supervisor("wadaemon", self._children(), strategy="one_for_one")
         self.board.set_supervision(self.root.snapshot)
@@ -84,7 +91,8 @@ class Daemon:
         if self.serve:
             from wadaemon.http.server import HttpServer, serve_http  # aiohttp only when serving
 
-            self.http = HttpServer(self.settings.host, self.settings.port, self.board, self.store, None)
+            self.http = HttpServer(self.settings.host, self.settings.port, self.board, self.store, None,
+                                   metrics=self.metrics, settings=self.settings)
             server = self.http
 
             async def http(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -93,6 +101,13 @@ class Daemon:
             children.append(ChildSpec("http", http))
         children.append(ChildSpec("accounts", self.account_tree.run))
         children.append(ChildSpec("ownership", self.ownership.run))
+        if self.notifier.enabled:
+            notifier, board, ready = self.notifier, self.board, self._ready
+
+            async def systemd(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                await run_notifier(notifier, board, ready, task_status=task_status)
+
+            children.append(ChildSpec("systemd", systemd))
         return children
 
     def owned_accounts(self) -> frozenset[str]:
@@ -141,11 +156,13 @@ class Daemon:
                     await nursery.start(self.root.run)
                     self.board.set_mode("active" if self.accounts else "passive")
                     log.info("wadaemon ready mode=%s accounts=%s", self.board.mode, ",".join(self.accounts) or "-")
+                    self._ready.set()
                     task_status.started()
         finally:
             self.board.set_mode("stopping")
             for runtime in self.accounts.values():
                 runtime.close()
+            self.notifier.close()
             log.info("wadaemon stopped")
 
     def stop(self) -> None:

@@ -30,7 +30,13 @@ async def run_demo(settings: Settings, accounts: int, messages: int, seconds: fl
     base = f"http://{settings.host}:{settings.port}"
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.run)
+
+            async def daemon_then_stop(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                # When the daemon ends (SIGTERM, SIGINT), so does the demo and its reporter.
+                await daemon.run(task_status=task_status)
+                nursery.cancel_scope.cancel()
+
+            await nursery.start(daemon_then_stop)
             print(f"\nwadaemon demo: {accounts} simulated phones, store={store.backend}"
                   f" ({settings.data_dir}), HTTP on {base}\n"
                   f"  curl {base}/ready\n  curl {base}/diag\n  curl {base}/health\n"

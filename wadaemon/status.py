@@ -46,7 +46,13 @@ class AccountStatus(msgspec.Struct):
     pending_entries: int = 0
     realtime_written: int = 0
     realtime_errors: int = 0
+    #: Wall-clock ms of the last realtime commit and the newest message time it carried.
+    last_realtime_ingest_ms: int | None = None
+    last_realtime_message_ms: int | None = None
+    receipts_applied: int = 0
+    mutations_applied: int = 0
     rejected: int = 0
+    capture_errors: int = 0
     last_error: str = ""
 
 

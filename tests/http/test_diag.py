@@ -16,7 +16,7 @@ from wadaemon.http.diag import DiagAccount, DiagHistory
 from wadaemon.status import AccountStatus, ClusterView, DaemonStatus, HistoryProgress
 from wadaemon.store.contract import StoreUnavailable
 
-TOP_LEVEL = {"ready", "mode", "instanceId", "storeBackend", "firestoreConnected",
+TOP_LEVEL = {"ready", "mode", "instanceId", "storeBackend", "storeConnected", "firestoreConnected",
              "latestRealtime", "timestamp", "accounts", "supervision", "cluster"}
 
 
@@ -52,7 +52,8 @@ def test_diag_shape_and_account_progress(serve: Serve, board: DaemonStatus) -> N
     assert body["mode"] == "active"
     assert body["instanceId"] == "inst-1"
     assert body["storeBackend"] == "fake"
-    assert body["firestoreConnected"] is True
+    assert body["storeConnected"] is True
+    assert body["firestoreConnected"] is False  # the store answered, but it is not Firestore
     assert body["timestamp"] == "2024-01-02T03:04:05Z"
     assert body["supervision"] is None
     assert body["cluster"] is None  # ownership has not looked yet
@@ -165,6 +166,7 @@ def test_diag_store_down(serve: Serve, board: DaemonStatus,
     reply = fetch(server.port, "/diag")
 
     assert reply.status == 200
+    assert reply.json["storeConnected"] is False
     assert reply.json["firestoreConnected"] is False
     assert reply.json["latestRealtime"] == []
     assert reply.json["accounts"][0]["journalBacklog"] == 4  # the board still shows
@@ -183,7 +185,7 @@ def test_diag_store_hanging_is_bounded_by_the_timeout(serve: Serve, board: Daemo
     assert time.monotonic() - started < 2.0
     assert store.entered.is_set()
     assert reply.status == 200
-    assert reply.json["firestoreConnected"] is False
+    assert reply.json["storeConnected"] is False
     assert reply.json["latestRealtime"] == []
 
 
@@ -204,7 +206,7 @@ def test_diag_account_reads_failing_after_good_ping(serve: Serve, board: DaemonS
 
     assert time.monotonic() - started < 2.0
     assert reply.status == 200
-    assert reply.json["firestoreConnected"] is True
+    assert reply.json["storeConnected"] is True
     assert reply.json["latestRealtime"] == []
     assert "get_account:acc1" in store.calls
 
@@ -238,3 +240,24 @@ def test_diag_shows_owner_epoch_and_expiry_per_account_and_every_heartbeat(serve
         "leases": [{"accountId": "acc1", "ownerId": "inst-2", "epoch": 4, "expiresAt": "2023-11-14T22:13:50Z",
                     "acquiredAt": "2023-11-14T21:56:40Z"}],
     }
+
+
+@pytest.mark.parametrize(("backend", "answers", "store_connected", "firestore_connected"), [
+    ("sqlite", True, True, False),
+    ("sqlite", False, False, False),
+    ("firestore", True, True, True),
+    ("firestore", False, False, False),
+])
+def test_firestore_connected_means_firestore_answered(
+        serve: Serve, backend: str, answers: bool, store_connected: bool,
+        firestore_connected: bool) -> None:
+    store = FakeStore()
+    store.backend = backend
+    store.ping_result = answers
+    server = serve(store=store)
+
+    body = fetch(server.port, "/diag").json
+
+    assert body["storeBackend"] == backend
+    assert body["storeConnected"] is store_connected
+    assert body["firestoreConnected"] is firestore_connected

@@ -204,3 +204,27 @@ async def test_sigkill_mid_history_then_restart_gives_the_same_state(store: Stor
         await settle(daemon, [clean])
     assert sum(len(m) for _, (_, m) in dump(store, ACCOUNT).items()) == 3000
     assert comparable(store) == comparable(reference)
+
+
+async def test_a_capture_that_cannot_be_written_loses_no_event(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """The capture file is a symlink to /dev/full: every capture write fails with ENOSPC. The
+    journal comes first, so every message still lands; the failures are counted and logged once."""
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    (captures / f"{ACCOUNT}.jsonl").symlink_to("/dev/full")
+    store = SqliteStore(tmp_path / "store.sqlite")
+    phone = SimPhone(ACCOUNT, seed=5, chats=6, history_messages=300, chunk_size=50)
+    settings = settings_for(tmp_path / "data", WADAEMON_CAPTURE_DIR=str(captures))
+    with caplog.at_level("WARNING", logger="wadaemon.capture"):
+        async with running(settings, store, {ACCOUNT: phone}) as daemon:
+            await settle(daemon, [phone])
+            traffic(phone)
+            await settle(daemon, [phone])
+            status = daemon.board.snapshot().accounts[0]
+            runtime = daemon.accounts[ACCOUNT]
+    assert sum(len(m) for _, m in dump(store, ACCOUNT).values()) == 300 + 21
+    assert status.capture_errors >= 300 // 50 + 21  # every event: history chunks and live ones
+    assert len([r for r in caplog.records if r.name == "wadaemon.capture"]) == 1
+    assert runtime.sink._capture is not None and runtime.sink._capture.closed
+    store.close()

@@ -68,3 +68,32 @@ def test_writer_appends_whole_lines_from_threads(tmp_path: Path) -> None:
     again.write(raws[0])
     again.close()
     assert len(path.read_text().splitlines()) == 51
+
+
+def test_writer_on_a_full_disk_counts_and_logs_once_per_kind(tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "acc.jsonl"
+    path.symlink_to("/dev/full")
+    writer = CaptureWriter(path, label="acc")
+    with caplog.at_level("WARNING", logger="wadaemon.capture"):
+        results = [writer.write(RawEvent("Message", b"x" * 100)) for _ in range(5)]
+    assert results == [False] * 5
+    assert writer.failures == 5
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "accountId=acc" in warnings[0].getMessage()
+    writer.close()
+    assert writer.closed
+
+
+def test_writer_on_a_path_that_cannot_be_opened_resumes_once_fixed(tmp_path: Path) -> None:
+    blocker = tmp_path / "dir"
+    blocker.write_text("a file where the capture directory should be")
+    writer = CaptureWriter(blocker / "acc.jsonl")
+    assert writer.write(RawEvent("Message", b"1")) is False
+    assert writer.failures == 2  # the open at construction, then again at the write
+    blocker.unlink()
+    assert writer.write(RawEvent("Message", b"2")) is True
+    writer.close()
+    assert [decode_capture_line(line) for line in (blocker / "acc.jsonl").read_text().splitlines()] \
+        == [RawEvent("Message", b"2")]

@@ -34,7 +34,7 @@ from wadaemon.config import Settings
 from wadaemon.domain import AccountDoc
 from wadaemon.identity import IdentityResolver
 from wadaemon.journal import Journal, JournalReader
-from wadaemon.status import DaemonStatus
+from wadaemon.status import AccountStatus, DaemonStatus
 from wadaemon.store.runner import StoreRunner
 from wadaemon.whatsapp.capture import CaptureWriter
 from wadaemon.whatsapp.transport import RawEvent, Transport
@@ -45,17 +45,29 @@ JOURNAL_MAX_BACKLOG = 20_000
 
 
 class JournalSink:
-    """What the transport delivers into: the capture file (when configured), then the journal.
-    ``deliver`` returns once the event is durable; a full journal blocks it (backpressure)."""
+    """What the transport delivers into: the journal, then the capture file (when configured).
+    ``deliver`` returns once the event is durable; a full journal blocks it (backpressure).
 
-    def __init__(self, journal: Journal, capture: CaptureWriter | None) -> None:
+    The journal comes first because it is what keeps the event; the capture is a debugging copy
+    whose failures the writer only counts and logs, so a full disk under the capture directory
+    never costs an event. The count is shown on the status board (/diag ``captureErrors``).
+    """
+
+    def __init__(self, journal: Journal, capture: CaptureWriter | None, status: AccountStatus) -> None:
         self._journal = journal
         self._capture = capture
+        self._status = status
 
     def deliver(self, event: RawEvent) -> None:
-        if self._capture is not None:
-            self._capture.write(event)
         self._journal.append(event)
+        if self._capture is not None and not self._capture.write(event):
+            # One int assignment from the transport's thread: atomic, and the count is the
+            # writer's own (kept under its lock), so concurrent deliveries cannot lose one.
+            self._status.capture_errors = self._capture.failures
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.close()
 
 
 class AccountRuntime:
@@ -76,10 +88,11 @@ class AccountRuntime:
         journal_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(journal_dir / f"{account_id}.sqlite", max_backlog=JOURNAL_MAX_BACKLOG)
         self.reader = JournalReader(self.journal)
-        capture = (CaptureWriter(settings.capture_dir / f"{account_id}.jsonl")
-                   if settings.capture_dir is not None else None)
-        self.sink = JournalSink(self.journal, capture)
         status = board.account(account_id)
+        capture = (CaptureWriter(settings.capture_dir / f"{account_id}.jsonl", label=account_id)
+                   if settings.capture_dir is not None else None)
+        self.sink = JournalSink(self.journal, capture, status)
+        status.capture_errors = capture.failures if capture is not None else 0
         status.history_request_capability = "available" if transport.supports_history_requests else "unavailable"
         status_writer = AccountStatusWriter(account_id, runner)
         status_writer.post(AccountDoc(history_sync_capability=status.history_request_capability,
@@ -138,7 +151,9 @@ class AccountRuntime:
                 await trio.to_thread.run_sync(self.transport.stop)
 
     def _progressed(self) -> None:
-        self.ctx.status.journal_backlog = self.journal.backlog()
+        backlog = self.ctx.status.journal_backlog = self.journal.backlog()
+        if backlog == 0:  # the dispatcher refreshes it per batch; drained means no oldest
+            self.ctx.status.journal_oldest_pending_ms = None
         self._progress.set()
         self._progress = trio.Event()
 
@@ -153,4 +168,5 @@ class AccountRuntime:
             await self._progress.wait()
 
     def close(self) -> None:
+        self.sink.close()
         self.journal.close()

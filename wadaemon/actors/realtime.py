@@ -105,11 +105,13 @@ async def _commit(ctx: AccountContext, batch: list[RealtimeItem], buffer: _Summa
     docs = _dedupe([m.doc for m in messages])
     await retry_store(ctx, "realtime", lambda: ctx.runner.write(ctx.account_id, store.upsert_messages, docs))
     now_ms = int(time.time() * 1000)
+    newest = max(doc.ts_client_ms for doc in docs)
     ctx.status.realtime_written += len(docs)
+    ctx.status.last_realtime_ingest_ms = now_ms
+    ctx.status.last_realtime_message_ms = newest
     for doc in docs:
         log.info("[realtime] accountId=%s remoteJid=%s msg=%s ts=%d type=%s writeOK=true",
                  ctx.account_id, doc.client_jid, doc.id, doc.ts_client_ms, doc.message_type)
-    newest = max(doc.ts_client_ms for doc in docs)
     ctx.status_writer.post(AccountDoc(
         last_realtime_ingest_at=ms_to_datetime(now_ms),
         last_realtime_message_at=ms_to_datetime(newest),

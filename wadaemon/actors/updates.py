@@ -143,7 +143,9 @@ async def _apply(
     if receipts:
         missing_receipts = await retry_store(ctx, "receipts", lambda: ctx.runner.write(
             ctx.account_id, store.apply_receipts, receipts))
+        ctx.status.receipts_applied += len(receipts) - len(missing_receipts)
     if mutations:
         missing_mutations = await retry_store(ctx, "realtime", lambda: ctx.runner.write(
             ctx.account_id, store.apply_mutations, mutations))
+        ctx.status.mutations_applied += len(mutations) - len(missing_mutations)
     return missing_receipts, missing_mutations

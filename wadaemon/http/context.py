@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from wadaemon.config import Settings
 from wadaemon.http.bridge import ActionBridge
 from wadaemon.http.store_access import StoreGateway
+from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
 
 
@@ -26,6 +28,10 @@ class HttpContext:
     bridge: ActionBridge | None
     #: Wall-clock seconds since the epoch (``time.time``); injectable for tests.
     clock: Callable[[], float]
+    #: The daemon's metrics registry (``GET /metrics``; the request counter).
+    metrics: Metrics
+    #: The daemon's configuration (read-only; the operator page words cooldowns with it).
+    settings: Settings
 
 
 CONTEXT = web.AppKey("wadaemon_http_context", HttpContext)

@@ -2,7 +2,7 @@
 
 Shape::
 
-    {ready, mode, instanceId, storeBackend, firestoreConnected,
+    {ready, mode, instanceId, storeBackend, storeConnected, firestoreConnected,
      latestRealtime: [{accountId, lastRealtimeIngestAt, lastRealtimeMessageAt, lastRealtimeError}],
      timestamp, accounts: [{accountId, state, journalBacklog, history: {...}, ...}],
      supervision: {name, kind, state, restarts, lastError, since, children: [...]},
@@ -15,13 +15,14 @@ each account, under which fencing epoch and until when, and every instance's hea
 before the first read.
 
 It never fails because of the store: the status board is in memory, and the store part
-(``firestoreConnected``, ``latestRealtime``) shares one time budget — the store timeout — for
+(``storeConnected``, ``latestRealtime``) shares one time budget — the store timeout — for
 the ping and the account reads together. When the store is down, slow or raising, the answer
-is ``firestoreConnected: false`` / ``latestRealtime: []`` with a 200.
+is ``storeConnected: false`` / ``latestRealtime: []`` with a 200.
 
-``firestoreConnected`` is true when the store answers a ping, whatever the backend (SQLite
-too): the name is kept because the Flutter app and ops scripts of the original backend read
-it. ``storeBackend`` says which store that is.
+``storeConnected`` is true when the store answered a ping, whatever the backend;
+``storeBackend`` says which store that is (``firestore`` or ``sqlite``). ``firestoreConnected``
+is kept because the Flutter app and ops scripts of the original backend read it, and it means
+what it says: true only when the store is Firestore and it answered (false on SQLite).
 
 ``latestRealtime``: the accounts this instance runs (those on the status board) — or, on an
 instance running none (passive), every account in the store — whose account document has any
@@ -86,7 +87,12 @@ class DiagAccount(msgspec.Struct, rename="camel"):
     pending_entries: int
     realtime_written: int
     realtime_errors: int
+    last_realtime_ingest_ms: int | None
+    last_realtime_message_ms: int | None
+    receipts_applied: int
+    mutations_applied: int
     rejected: int
+    capture_errors: int
     last_error: str
 
 
@@ -146,6 +152,7 @@ class DiagBody(msgspec.Struct, rename="camel"):
     mode: Mode
     instance_id: str
     store_backend: str
+    store_connected: bool
     firestore_connected: bool
     latest_realtime: list[RealtimeStatus]
     timestamp: datetime
@@ -226,7 +233,8 @@ async def diag(request: web.Request) -> web.Response:
         mode=snapshot.mode,
         instance_id=snapshot.instance_id,
         store_backend=gateway.backend,
-        firestore_connected=connected,
+        store_connected=connected,
+        firestore_connected=connected and gateway.backend == "firestore",
         latest_realtime=latest,
         timestamp=datetime.fromtimestamp(context.clock(), UTC),
         accounts=[diag_account(account) for account in snapshot.accounts],

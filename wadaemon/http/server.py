@@ -33,11 +33,13 @@ from collections.abc import Callable, Iterable
 import trio
 from aiohttp import web
 
+from wadaemon.config import Settings
 from wadaemon.http.app import build_app
 from wadaemon.http.bridge import ActionBridge
 from wadaemon.http.context import HttpContext
 from wadaemon.http.store_access import DEFAULT_MAX_IN_FLIGHT, DEFAULT_STORE_TIMEOUT, StoreGateway
 from wadaemon.http.tracking import InFlightRequests
+from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store
 
@@ -79,6 +81,8 @@ class HttpServer:
         store_max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         extra_routes: Iterable[web.AbstractRouteDef] = (),
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -89,6 +93,8 @@ class HttpServer:
         self.store_max_in_flight = store_max_in_flight
         self.extra_routes = list(extra_routes)
         self.clock = clock
+        self.metrics = metrics if metrics is not None else Metrics(status, clock=clock)
+        self.settings = settings if settings is not None else Settings(instance_id=status.instance_id)
         self._lock = threading.Lock()
         self._run: _Run | None = None
 
@@ -182,7 +188,7 @@ class HttpServer:
                                max_in_flight=self.store_max_in_flight)
         in_flight = InFlightRequests()
         context = HttpContext(status=self.status, store=gateway, bridge=self.bridge,
-                              clock=self.clock)
+                              clock=self.clock, metrics=self.metrics, settings=self.settings)
         app = build_app(context, in_flight, self.extra_routes)
         # access_log=None: no aiohttp access log at all (the tracking middleware logs at debug).
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_CANCEL_GRACE)

@@ -9,6 +9,11 @@ Per account, writers share one *lane* (a ``trio.Lock``): the store contract lets
 read-modify-write without transactions because writes for one account are serialised here.
 Reads do not take the lane.
 
+Each write reports its duration and outcome to ``on_write`` (the metrics' commit-latency
+histogram), measured inside the worker thread around the store call alone, so lane and
+thread-pool waits do not count as store latency. It is one callback per commit, not per
+message: nothing on the hot path grows with batch size.
+
 **Fencing.** An account run under an ownership lease registers its fence
 (``wadaemon.cluster.fence``); every write for that account checks it inside the lane, right
 before the store call, and raises ``LeaseLost`` once the lease may be someone else's. That
@@ -17,6 +22,7 @@ includes the shielded final flushes writers do when cancelled, which a cancel sc
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -37,11 +43,16 @@ class LeaseLost(StoreError):
     nothing was written (the journal keeps the work)."""
 
 
+#: ``(operation, seconds, error or None)`` for every store write.
+WriteObserver = Callable[[str, float, BaseException | None], None]
+
+
 class StoreRunner:
-    def __init__(self, store: Store, *, max_threads: int = 8) -> None:
+    def __init__(self, store: Store, *, max_threads: int = 8, on_write: WriteObserver | None = None) -> None:
         self.store = store
         self._limiter = trio.CapacityLimiter(max_threads)
         self._lanes: dict[str, trio.Lock] = {}
+        self._on_write = on_write
         self._fences: dict[str, Fenced] = {}
 
     def fence(self, account_id: str, fence: Fenced) -> None:
@@ -60,8 +71,24 @@ class StoreRunner:
 
     async def write(self, account_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store write for ``account_id`` in its lane (refused once its fence fails)."""
+        call = partial(fn, *args, **kwargs)
+        observe = self._on_write
+        if observe is not None:
+            call = partial(_timed, observe, getattr(fn, "__name__", "write"), call)
         async with self.lane(account_id):
             fence = self._fences.get(account_id)
             if fence is not None and not fence.valid():
                 raise LeaseLost(f"account {account_id!r}: ownership lease lost, write refused")
-            return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
+            return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+
+def _timed(observe: WriteObserver, operation: str, call: Callable[[], T]) -> T:
+    started = time.perf_counter()
+    error: BaseException | None = None
+    try:
+        return call()
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        observe(operation, time.perf_counter() - started, error)

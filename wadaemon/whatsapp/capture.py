@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
 from wadaemon.whatsapp.transport import RawEvent
+
+log = logging.getLogger("wadaemon.capture")
 
 
 class CaptureLine(msgspec.Struct, frozen=True):
@@ -57,24 +61,70 @@ class CaptureWriter:
     """Appends raw events to a capture file, one line each.
 
     Called from the transport's thread (inside ``RawEventSink.deliver``), possibly from more
-    than one; a lock keeps lines whole. Each line is flushed to the OS at once: the capture is a
-    debugging record, the journal is what makes events durable.
+    than one; a lock keeps lines whole. The capture is a debugging record, the journal is what
+    makes events durable, so a capture that cannot be written (disk full, a broken path) must
+    never cost an event: ``write`` does not raise ``OSError``, it counts the failure
+    (``failures``) and logs it once per kind (exception class and errno), not once per event,
+    so a full disk does not also flood the log. The file is unbuffered: each line goes to the
+    OS in one ``write`` call, and a failed write leaves nothing half-buffered to retry or grow.
+    A path that cannot be opened is retried on the next event, so the capture resumes by
+    itself once the path is fixed.
     """
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, label: str = "") -> None:
         self.path = path
-        self._file = path.open("a", encoding="utf-8")
+        self.label = label or path.stem
+        self.failures = 0
+        self._kinds: set[tuple[str, int | None]] = set()
         self._lock = threading.Lock()
-
-    def write(self, raw: RawEvent) -> None:
-        line = encode_capture_line(raw) + "\n"
+        self._closed = False
+        self._file: BinaryIO | None = None
         with self._lock:
-            if self._file.closed:
-                return
-            self._file.write(line)
-            self._file.flush()
+            self._open()
+
+    def _open(self) -> BinaryIO | None:
+        """Under the lock: the open file, opening it first if needed; None if it cannot be."""
+        if self._file is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("ab", buffering=0)
+            except OSError as exc:
+                self._failed("open", exc)
+        return self._file
+
+    def _failed(self, action: str, exc: OSError) -> None:
+        self.failures += 1
+        kind = (type(exc).__name__, exc.errno)
+        if kind not in self._kinds:
+            self._kinds.add(kind)
+            log.warning("[capture] accountId=%s cannot %s %s: %s (events are still journaled;"
+                        " further failures of this kind are only counted)",
+                        self.label, action, self.path, exc)
+
+    def write(self, raw: RawEvent) -> bool:
+        """Append one line; False if it could not be written (counted and logged)."""
+        line = memoryview((encode_capture_line(raw) + "\n").encode("utf-8"))
+        with self._lock:
+            if self._closed:
+                return True
+            file = self._open()
+            if file is None:
+                return False
+            try:
+                while line:
+                    line = line[file.write(line) or 0:]
+            except OSError as exc:
+                self._failed("write", exc)
+                return False
+            return True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            self._closed = True
+            if self._file is not None:
+                self._file.close()
+                self._file = None

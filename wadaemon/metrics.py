@@ -1,0 +1,165 @@
+"""Prometheus metrics: what ``GET /metrics`` exposes, through prometheus-client.
+
+Two kinds of source, chosen so the hot paths pay (almost) nothing:
+
+* **The status board, read at scrape time.** Actors already keep per-account counters and
+  gauges on ``DaemonStatus`` (plain attribute writes from the trio thread: messages written,
+  receipts applied, journal backlog, connection state, history-sync progress …).
+  ``BoardCollector`` turns one ``snapshot()`` into metric families when Prometheus scrapes,
+  so ingesting a message costs no extra work for metrics at all, and /diag, the operator page
+  and /metrics can never disagree.
+* **Events the board does not keep**: store write latency and errors (``observe_write``, one
+  call per commit from ``StoreRunner``, in the worker thread) and HTTP requests (the HTTP
+  middleware). These are prometheus-client Histogram/Counter objects; their ``observe`` /
+  ``inc`` take a lock for a microsecond, once per commit or request, never per message.
+
+Each daemon (and each test) gets its own ``CollectorRegistry``: several daemons in one test
+process must not share counters, and nothing here touches prometheus-client's global registry.
+
+Naming (Prometheus conventions): ``wadaemon_`` prefix, base units in the name (``_seconds``,
+``_ratio``, ``_entries``), ``_total`` on counters (prometheus-client appends it). Labels are
+bounded: ``account_id`` (the accounts this instance runs), ``source``, ``state``, ``kind``,
+``operation`` (a store method name), ``route`` (the route *pattern*, ``/api/x/{accountId}``,
+never the concrete path), ``status``. Never a thread, message or request id.
+
+Values from other issues' work (backfill runs, history requests and answers, gaps, leases)
+are added here once their status lands on the board — ``BoardCollector.collect`` is the one
+place to extend.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from wadaemon.status import AccountStatus, DaemonStatus, DiagSnapshot
+from wadaemon.store.contract import StoreError, StoreUnavailable
+
+#: The connection states of SPEC §1 (``accounts/*.state``): each gets a 0/1 sample.
+ACCOUNT_STATES = ("pairing", "connecting", "connected", "disconnected", "logged_out")
+MODES = ("starting", "active", "passive", "stopping")
+
+#: Store commits: sub-millisecond (SQLite) to seconds (Firestore under an outage).
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def error_kind(error: BaseException) -> str:
+    """``unavailable`` (retried), ``error`` (the store refused: a bug or bad data), ``other``."""
+    if isinstance(error, StoreUnavailable):
+        return "unavailable"
+    if isinstance(error, StoreError):
+        return "error"
+    return "other"
+
+
+class Metrics:
+    """The registry of one daemon: the board collector plus the event metrics."""
+
+    def __init__(self, board: DaemonStatus, *, clock: Callable[[], float] = time.time) -> None:
+        self.registry = CollectorRegistry()
+        self.store_write_seconds = Histogram(
+            "wadaemon_store_write_seconds", "Duration of store writes (one commit each)",
+            ["operation"], buckets=COMMIT_BUCKETS, registry=self.registry)
+        self.store_errors = Counter(
+            "wadaemon_store_write_errors", "Store writes that raised, by kind",
+            ["operation", "kind"], registry=self.registry)
+        self.http_requests = Counter(
+            "wadaemon_http_requests", "HTTP requests answered, by route pattern and status",
+            ["route", "status"], registry=self.registry)
+        self.registry.register(BoardCollector(board, clock))
+
+    def observe_write(self, operation: str, seconds: float, error: BaseException | None) -> None:
+        """``StoreRunner``'s ``on_write``: called from store worker threads."""
+        self.store_write_seconds.labels(operation).observe(seconds)
+        if error is not None:
+            self.store_errors.labels(operation, error_kind(error)).inc()
+
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """Body and content type for a scrape's ``Accept`` header: prometheus-client's own
+        negotiation (the 0.0.4 text format by default, OpenMetrics when asked for)."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type
+
+
+class BoardCollector(Collector):
+    """Metric families from one status-board snapshot, built at each scrape."""
+
+    def __init__(self, board: DaemonStatus, clock: Callable[[], float]) -> None:
+        self._board = board
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._board.snapshot()
+        yield from _instance(snapshot)
+        yield from _accounts(snapshot.accounts, self._clock())
+
+
+def _instance(snapshot: DiagSnapshot) -> Iterator[Metric]:
+    info = GaugeMetricFamily("wadaemon_instance_info", "This instance (value 1)", labels=["instance_id"])
+    info.add_metric([snapshot.instance_id], 1)
+    yield info
+    started = GaugeMetricFamily("wadaemon_start_time_seconds", "When this process started (epoch s)")
+    started.add_metric([], snapshot.started_at_ms / 1000)
+    yield started
+    mode = GaugeMetricFamily("wadaemon_mode", "1 for the current mode (/ready), 0 otherwise", labels=["mode"])
+    for name in MODES:
+        mode.add_metric([name], 1 if snapshot.mode == name else 0)
+    yield mode
+    accounts = GaugeMetricFamily("wadaemon_accounts", "Accounts this instance runs")
+    accounts.add_metric([], len(snapshot.accounts))
+    yield accounts
+
+
+def _accounts(accounts: list[AccountStatus], now_s: float) -> Iterator[Metric]:
+    def counter(name: str, doc: str, extra: list[str] | None = None) -> CounterMetricFamily:
+        return CounterMetricFamily(name, doc, labels=["account_id", *(extra or [])])
+
+    def gauge(name: str, doc: str, extra: list[str] | None = None) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=["account_id", *(extra or [])])
+
+    ingested = counter("wadaemon_messages_ingested", "Messages written to the store, by source",
+                       ["source"])
+    receipts = counter("wadaemon_receipts_applied", "Delivery/read/played receipts applied")
+    mutations = counter("wadaemon_mutations_applied", "Edits, revokes and reactions applied")
+    rejected = counter("wadaemon_events_rejected", "WhatsApp events that could not be translated")
+    capture = counter("wadaemon_capture_errors", "Raw events the capture file could not take")
+    pending = gauge("wadaemon_updates_pending", "Receipts and mutations waiting for their message",
+                    ["kind"])
+    backlog = gauge("wadaemon_journal_backlog_entries", "Journal entries not yet committed")
+    oldest = gauge("wadaemon_journal_oldest_pending_age_seconds",
+                   "Age of the oldest uncommitted journal entry (0 when drained)")
+    state = gauge("wadaemon_account_state", "1 for the account's connection state, 0 otherwise",
+                  ["state"])
+    progress = gauge("wadaemon_history_sync_progress_ratio", "History-sync progress WhatsApp reports (0-1)")
+    chunks = counter("wadaemon_history_sync_chunks", "History-sync chunks ingested")
+    capability = gauge("wadaemon_history_requests_available",
+                       "1 when the transport can send on-demand history requests")
+    last_ingest = gauge("wadaemon_last_realtime_ingest_timestamp_seconds",
+                        "When a realtime message was last committed (epoch s)")
+    for a in accounts:
+        account = a.account_id
+        ingested.add_metric([account, "history_sync"], a.history.saved)
+        ingested.add_metric([account, "realtime"], a.realtime_written)
+        receipts.add_metric([account], a.receipts_applied)
+        mutations.add_metric([account], a.mutations_applied)
+        rejected.add_metric([account], a.rejected)
+        capture.add_metric([account], a.capture_errors)
+        pending.add_metric([account, "receipt"], a.pending_receipts)
+        pending.add_metric([account, "mutation"], a.pending_mutations)
+        backlog.add_metric([account], a.journal_backlog)
+        oldest_ms = a.journal_oldest_pending_ms
+        oldest.add_metric([account], max(0.0, now_s - oldest_ms / 1000) if oldest_ms and a.journal_backlog else 0.0)
+        for name in ACCOUNT_STATES:
+            state.add_metric([account, name], 1 if a.state == name else 0)
+        progress.add_metric([account], a.history.progress / 100)
+        chunks.add_metric([account], a.history.chunks)
+        capability.add_metric([account], 1 if a.history_request_capability == "available" else 0)
+        if a.last_realtime_ingest_ms is not None:
+            last_ingest.add_metric([account], a.last_realtime_ingest_ms / 1000)
+    yield from (ingested, receipts, mutations, rejected, capture, pending, backlog, oldest, state, progress,
+                chunks, capability, last_ingest)
