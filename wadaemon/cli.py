@@ -54,17 +54,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(settings: Settings) -> int:
     from wadaemon.daemon import Daemon
     from wadaemon.store import open_store
-    from wadaemon.whatsapp.neonize_transport import NeonizeTransport, paired_accounts
+    from wadaemon.whatsapp.neonize_transport import NeonizeTransport
+    from wadaemon.whatsapp.sessions import open_sessions
 
-    sessions = settings.data_dir / "sessions"
-    accounts = list(settings.accounts) or paired_accounts(sessions)
-    if not accounts:
+    sessions = open_sessions(settings)
+
+    def accounts() -> list[str]:
+        """Re-read every retry period: a session paired meanwhile is picked up."""
+        return list(settings.accounts) or sessions.paired_accounts()
+
+    if not accounts():
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
     store = open_store(settings)
 
     def transport(account_id: str) -> NeonizeTransport:
-        return NeonizeTransport(account_id, sessions / f"{account_id}.db",
-                                full_history=settings.sync_full_history)
+        return NeonizeTransport(account_id, sessions.session(account_id), full_history=settings.sync_full_history)
 
     daemon = Daemon(settings, store, accounts, transport)
     try:
@@ -76,10 +80,10 @@ def _run(settings: Settings) -> int:
 
 def _pair(settings: Settings, account_id: str, phone: str | None) -> int:
     from wadaemon.whatsapp.neonize_transport import NeonizeTransport
+    from wadaemon.whatsapp.sessions import open_sessions
 
-    sessions = settings.data_dir / "sessions"
-    sessions.mkdir(parents=True, exist_ok=True)
-    transport = NeonizeTransport(account_id, sessions / f"{account_id}.db", full_history=settings.sync_full_history)
+    transport = NeonizeTransport(account_id, open_sessions(settings).session(account_id),
+                                 full_history=settings.sync_full_history)
 
     def show_code(code: str) -> None:
         print(f"On the phone: WhatsApp > Linked devices > Link with phone number, enter: {code}", flush=True)
