@@ -1,18 +1,25 @@
-"""``wadaemon`` command line: run, pair, demo, replay."""
+"""``wadaemon`` command line: run, pair, demo, replay, adopt, deadletter."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import trio
 
 from wadaemon.config import ConfigError, Settings, load_settings
 from wadaemon.logs import setup_logging
+
+if TYPE_CHECKING:
+    from wadaemon.status import AccountStatus
+    from wadaemon.store.contract import Store
+    from wadaemon.whatsapp.replay import ReplayTransport
 
 log = logging.getLogger("wadaemon.cli")
 
@@ -31,6 +38,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay = commands.add_parser("replay", help="ingest a capture file through the live path")
     replay.add_argument("account")
     replay.add_argument("file", type=Path)
+    dead = commands.add_parser("deadletter", help="journal entries the store refused: list, or replay once fixed")
+    dead.add_argument("action", choices=["list", "replay"])
+    dead.add_argument("account")
+    adopt = commands.add_parser("adopt", help="put right what the old backend wrote (a dry run unless --apply)")
+    adopt.add_argument("--account", action="append", default=[], help="an account id (repeatable; default: all)")
+    adopt.add_argument("--apply", action="store_true", help="write the changes (default: report only)")
+    adopt.add_argument("--rate", type=float, default=500.0, help="store operations per second at most (default 500)")
+    adopt.add_argument("--json", action="store_true", help="print the report as JSON lines")
     args = parser.parse_args(argv)
 
     try:
@@ -48,7 +63,51 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         exit_code: int = trio.run(run_demo, settings, args.accounts, args.messages, args.seconds)
         return exit_code
+    if args.command == "deadletter":
+        return _dead_letters(settings, args.action, args.account)
+    if args.command == "adopt":
+        return _adopt(settings, args.account, apply=args.apply, rate=args.rate, as_json=args.json)
     return _replay(settings, args.account, args.file)
+
+
+def _adopt(settings: Settings, accounts: list[str], *, apply: bool, rate: float, as_json: bool) -> int:
+    from wadaemon.adopt.runner import Adopter, Progress, format_report
+    from wadaemon.store import open_store
+    from wadaemon.store.legacy import open_legacy
+    from wadaemon.whatsapp.lid_store import lid_mappings
+
+    store = open_store(settings)
+    try:
+        legacy = open_legacy(store)
+        if legacy is None:
+            print("wadaemon adopt: the embedded store holds no legacy data (the old backend only wrote "
+                  "Firestore): nothing to adopt", file=sys.stderr)
+            return 0
+        sessions = settings.data_dir / "sessions"
+
+        shown = [0.0]
+
+        def progress(p: Progress) -> None:
+            if time.monotonic() - shown[0] < 1.0 and p.threads_done < p.threads_total:
+                return
+            shown[0] = time.monotonic()
+            eta = f", about {p.eta_s:.0f} s left" if p.eta_s is not None else ""
+            print(f"adopt {p.account_id}: {p.phase} {p.threads_done}/{p.threads_total} threads, "
+                  f"{p.documents} documents, {p.writes} writes{eta}", file=sys.stderr, flush=True)
+
+        adopter = Adopter(legacy, apply=apply, rate=rate, progress=progress,
+                          lid_map=lambda account: lid_mappings(sessions / f"{account}.db"))
+        reports = []
+        for account in accounts or legacy.account_ids():
+            report = adopter.adopt_account(account)
+            reports.append(report)
+            if as_json:
+                print(msgspec.json.encode(report).decode(), flush=True)
+        if not as_json:
+            print(format_report(reports))
+        return 0
+    finally:
+        store.close()
 
 
 def _run(settings: Settings) -> int:
@@ -66,6 +125,10 @@ def _run(settings: Settings) -> int:
     if not accounts():
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
     store = open_store(settings)
+    if store.backend == "firestore":
+        from wadaemon.adopt.runner import warn_if_unadopted
+
+        warn_if_unadopted(store, accounts())
 
     def transport(account_id: str) -> NeonizeTransport:
         return NeonizeTransport(account_id, sessions.session(account_id), full_history=settings.sync_full_history)
@@ -104,8 +167,77 @@ class ReplayReport(msgspec.Struct, rename="camel"):
     pending_updates: int
 
 
-def _replay(settings: Settings, account_id: str, path: Path) -> int:
+async def drain(settings: Settings, store: Store, account_id: str,
+                transport: ReplayTransport) -> AccountStatus | None:
+    """Run one account's pipeline (no HTTP) until ``transport`` has played everything and the
+    journal is drained, then stop; the account's final status. None when another instance
+    holds the account's ownership lease (then nothing ran)."""
     from wadaemon.daemon import Daemon
+
+    daemon = Daemon(settings, store, [account_id], lambda _: transport, serve=False)
+    status = daemon.board.account(account_id)  # kept: the board forgets an account once stopped
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.run)
+        runtime = daemon.accounts.get(account_id)
+        if runtime is not None:
+            await trio.to_thread.run_sync(transport.finished.wait)
+            await runtime.wait_drained()
+        daemon.stop()
+    return status if runtime is not None else None
+
+
+def _not_owned(account_id: str) -> int:
+    print(f"wadaemon: account {account_id} is run by another instance (its ownership lease is held): "
+          "stop that instance first", file=sys.stderr)
+    return 2
+
+
+class DeadLetterLine(msgspec.Struct, rename="camel"):
+    seq: int
+    event: str
+    bytes: int
+    received_ms: int
+    set_aside_ms: int
+    error: str
+
+
+def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
+    """``list``: one JSON line per dead letter. ``replay``: put them back in the journal and
+    drain it through the pipeline (stop the daemon running this account first: the journal has
+    one writer)."""
+    from wadaemon.journal import Journal
+    from wadaemon.store import open_store
+    from wadaemon.whatsapp.replay import ReplayTransport
+
+    path = settings.data_dir / "journal" / f"{account_id}.sqlite"
+    if not path.is_file():
+        print(f"wadaemon deadletter: no journal for {account_id} at {path}", file=sys.stderr)
+        return 2
+    journal = Journal(path, max_backlog=1 << 30)
+    try:
+        if action == "list":
+            for letter in journal.dead_letters():
+                print(msgspec.json.encode(DeadLetterLine(
+                    seq=letter.seq, event=letter.raw.name, bytes=len(letter.raw.data),
+                    received_ms=letter.received_ms, set_aside_ms=letter.set_aside_ms,
+                    error=letter.error)).decode())
+            return 0
+        restored = journal.restore_dead_letters()
+    finally:
+        journal.close()
+    store = open_store(settings)
+    try:
+        status = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
+    finally:
+        store.close()
+    if status is None:
+        return _not_owned(account_id)
+    print(msgspec.json.encode({"account": account_id, "restored": restored,
+                               "deadLetters": status.dead_letters}).decode())
+    return 1 if status.dead_letters else 0
+
+
+def _replay(settings: Settings, account_id: str, path: Path) -> int:
     from wadaemon.store import open_store
     from wadaemon.whatsapp.replay import ReplayTransport
 
@@ -114,28 +246,12 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
         return 2
     store = open_store(settings)
     transport = ReplayTransport(account_id, path)
-    daemon = Daemon(settings, store, [account_id], lambda _: transport, serve=False)
-
-    status = daemon.board.account(account_id)  # kept: the board forgets an account once stopped
-
-    async def replay() -> bool:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.run)
-            runtime = daemon.accounts.get(account_id)
-            if runtime is not None:
-                await trio.to_thread.run_sync(transport.finished.wait)
-                await runtime.wait_drained()
-            daemon.stop()
-        return runtime is not None
-
     try:
-        owned = trio.run(replay)
+        status = trio.run(drain, settings, store, account_id, transport)
     finally:
         store.close()
-    if not owned:
-        print(f"wadaemon replay: account {account_id} is run by another instance (its lease is held): "
-              "stop it first", file=sys.stderr)
-        return 2
+    if status is None:
+        return _not_owned(account_id)
     report = ReplayReport(
         account=account_id, file=str(path), delivered=transport.delivered,
         skipped_lines=len(transport.bad_lines), messages_written=status.realtime_written,

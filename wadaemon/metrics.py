@@ -72,10 +72,15 @@ class Metrics:
             "wadaemon_http_requests", "HTTP requests answered, by route pattern and status",
             ["route", "status"], registry=self.registry)
         self.registry.register(BoardCollector(board, clock))
+        self._write_histograms: dict[str, Histogram] = {}
 
     def observe_write(self, operation: str, seconds: float, error: BaseException | None) -> None:
-        """``StoreRunner``'s ``on_write``: called from store worker threads."""
-        self.store_write_seconds.labels(operation).observe(seconds)
+        """``StoreRunner``'s ``on_write``: called from store worker threads. The labelled child
+        is looked up once per operation (``labels()`` costs more than the observation)."""
+        histogram = self._write_histograms.get(operation)
+        if histogram is None:
+            histogram = self._write_histograms.setdefault(operation, self.store_write_seconds.labels(operation))
+        histogram.observe(seconds)
         if error is not None:
             self.store_errors.labels(operation, error_kind(error)).inc()
 

@@ -26,6 +26,7 @@ from wadaemon.domain import (
     ConnectionEvent,
     EditEvent,
     HistoryChunkEvent,
+    LidMapping,
     MessageEvent,
     MessageMutation,
     OfflineSyncEvent,
@@ -58,6 +59,9 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
         ctx.runner.read, ctx.runner.store.list_threads, ctx.account_id, limit=KNOWN_THREADS_SCAN))
     for thread in threads:
         ctx.identity.note_thread(thread.client_jid)
+        # A thread's merged LIDs name its person: remembered, so a message still addressed by
+        # such a LID lands in the merged thread even when the session's LID store lost the pair.
+        ctx.identity.learn(LidMapping(lid=alias, pn=thread.client_jid) for alias in thread.alias_jids)
     while True:
         entries = await ctx.reader.next_batch(BATCH_ENTRIES)
         for entry in entries:
