@@ -11,9 +11,10 @@ Every retry period (``timing``), one tick:
    subtree, *then* release the lease: the old socket is closed before anyone may connect),
    take free accounts this instance should run (acquire, then start the subtree).
 
-Starting and stopping subtrees runs in tasks of their own, so a slow socket start never delays
-the next renewal. Store calls of this actor use their own worker thread (a ``CapacityLimiter``
-of one), so a backlog of account writes cannot starve renewals either.
+Renewal runs in a task of its own, on a worker thread of its own (a ``CapacityLimiter`` of one
+that nothing else uses): neither a slow look at the others, nor a burst of acquisitions, nor a
+backlog of account writes can delay the next renewal. Starting and stopping subtrees runs in
+tasks of their own too, so a slow socket start never delays anything else.
 
 On shutdown (cancellation: SIGTERM) the actor stops taking accounts, waits for every account
 subtree to finish (they flush under their still-valid leases), then releases every lease and
@@ -89,7 +90,8 @@ class Ownership:
         self.pinned = frozenset(pinned)
         self._wall = wall
         self._threads = threads
-        self._limiter = trio.CapacityLimiter(1)
+        self._limiter = trio.CapacityLimiter(2)
+        self._renew_limiter = trio.CapacityLimiter(1)
         self.held: dict[str, Fence] = {}
         self._busy: set[str] = set()  # being started or stopped
         self._membership = Membership(instance_id, timing)
@@ -103,11 +105,12 @@ class Ownership:
         """The accounts this instance runs now (what schedulers may work on)."""
         return frozenset(a for a, fence in self.held.items() if fence.valid())
 
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(self, fn: Callable[..., T], *args: Any, limiter: trio.CapacityLimiter | None = None,
+                    **kwargs: Any) -> T:
         if not self._threads:
             await trio.lowlevel.checkpoint()
             return fn(*args, **kwargs)
-        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
+        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=limiter or self._limiter)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -115,6 +118,7 @@ class Ownership:
                 self._nursery = nursery
                 # The first tick starts its accounts before reporting started, so a daemon
                 # that is "up" already runs what it could take.
+                nursery.start_soon(self._renew_loop)  # first: the first tick's leases need it
                 await self._tick(first=True)
                 task_status.started()
                 while True:
@@ -127,10 +131,15 @@ class Ownership:
                 await self._leave()
 
     # -- one tick -----------------------------------------------------------------------------
+    async def _renew_loop(self) -> None:
+        while True:
+            began = trio.current_time()
+            await self._renew()
+            await trio.sleep_until(began + self.timing.retry_period_ms / 1000)
+
     async def _tick(self, *, first: bool) -> None:
         self._last_tick = trio.current_time()
         self.ticks += 1
-        await self._renew()
         now = self._wall()
         try:
             await self._call(self.store.put_instance, self._heartbeat(now, accepting=True))
@@ -175,13 +184,16 @@ class Ownership:
             if account_id not in self._busy:
                 log.warning("[cluster] accountId=%s renew deadline passed: subtree stopped", account_id)
                 self._spawn(self._drop, account_id, True)
-        held = {a: fence for a, fence in self.held.items() if fence.valid() and a not in self._busy}
+        # Accounts still starting are renewed too (a slow socket start must not cost the lease);
+        # those being given up already left ``held``.
+        held = {a: fence for a, fence in self.held.items() if fence.valid()}
         if not held:
             return
         sent = trio.current_time()
         try:
             renewed = await self._call(self.store.renew_leases, [fence.lease for fence in held.values()],
-                                       ttl_ms=self.timing.lease_ms, now_ms=self._wall())
+                                       ttl_ms=self.timing.lease_ms, now_ms=self._wall(),
+                                       limiter=self._renew_limiter)
         except StoreError as exc:
             log.warning("[cluster] instance=%s lease renewal failed (%d leases): %s", self.instance_id, len(held), exc)
             return
