@@ -3,6 +3,7 @@
 ::
 
     wadaemon                 one_for_one
+    ├── control              the actions HTTP may ask for: sends, backfill triggers
     ├── http                 aiohttp on its own thread (/health, /ready, /diag, API)
     ├── accounts             one_for_one, one subtree per account this instance owns
     │                        (wadaemon.actors.account), started and stopped by ownership
@@ -36,6 +37,7 @@ from wadaemon.cluster.fence import Fence
 from wadaemon.cluster.ownership import Ownership
 from wadaemon.cluster.timing import LeaseTiming
 from wadaemon.config import Settings
+from wadaemon.control import DaemonActions, OutboundLedger
 from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store
@@ -78,6 +80,9 @@ class Daemon:
             timing=LeaseTiming.of(settings), accounts=universe,
             pinned=settings.accounts,
         )
+        # The same (dynamic) mapping: an account is sendable exactly while it runs here.
+        self.control = DaemonActions(
+            self.accounts, OutboundLedger(settings.data_dir / "outbound.sqlite"))
         self.serve = serve
         self.http: Any = None
         self.notifier = Notifier.from_environ() if notifier is None else notifier
@@ -87,12 +92,13 @@ class Daemon:
         self.board.set_supervision(self.root.snapshot)
 
     def _children(self) -> list[ChildSpec]:
-        children: list[ChildSpec] = []
+        children: list[ChildSpec] = [ChildSpec("control", self.control.run)]
         if self.serve:
             from wadaemon.http.server import HttpServer, serve_http  # aiohttp only when serving
 
-            self.http = HttpServer(self.settings.host, self.settings.port, self.board, self.store, None,
-                                   metrics=self.metrics, settings=self.settings)
+            self.http = HttpServer(
+                self.settings.host, self.settings.port, self.board, self.store, None,
+                metrics=self.metrics, settings=self.settings, control=self.control)
             server = self.http
 
             async def http(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -162,6 +168,7 @@ class Daemon:
             self.board.set_mode("stopping")
             for runtime in self.accounts.values():
                 runtime.close()
+            self.control.ledger.close()
             self.notifier.close()
             log.info("wadaemon stopped")
 

@@ -59,6 +59,13 @@ class StoreRunner:
         """From now on, writes for ``account_id`` go through only while ``fence.valid()``."""
         self._fences[account_id] = fence
 
+    def check_fence(self, account_id: str) -> None:
+        """Raise ``LeaseLost`` unless this instance may still act for ``account_id`` (writes,
+        and sends through its socket, check this first)."""
+        fence = self._fences.get(account_id)
+        if fence is not None and not fence.valid():
+            raise LeaseLost(f"account {account_id!r}: ownership lease lost, refused")
+
     def lane(self, account_id: str) -> trio.Lock:
         lock = self._lanes.get(account_id)
         if lock is None:
@@ -76,9 +83,7 @@ class StoreRunner:
         if observe is not None:
             call = partial(_timed, observe, getattr(fn, "__name__", "write"), call)
         async with self.lane(account_id):
-            fence = self._fences.get(account_id)
-            if fence is not None and not fence.valid():
-                raise LeaseLost(f"account {account_id!r}: ownership lease lost, write refused")
+            self.check_fence(account_id)
             return await trio.to_thread.run_sync(call, limiter=self._limiter)
 
 
