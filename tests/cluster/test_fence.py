@@ -55,3 +55,17 @@ async def test_renewal_moves_the_deadline_and_revoke_stops_at_once(autojump_cloc
     assert trio.current_time() == pytest.approx(3)
     assert not fence.valid()
     assert not fence.renewed(LEASE, trio.current_time() + 2)  # too late: cannot un-cancel
+
+
+async def test_a_send_is_refused_once_the_fence_fails(tmp_path: Path, autojump_clock: Any) -> None:
+    """``outbound.deliver`` asks ``check_fence`` before handing a message to the socket."""
+    store = SqliteStore(tmp_path / "s.sqlite")
+    runner = StoreRunner(store)
+    fence = Fence(LEASE, deadline=trio.current_time() + 2)
+    runner.fence(ACCOUNT, fence)
+    runner.check_fence(ACCOUNT)  # valid: nothing raised
+    runner.check_fence("another-account")  # not fenced here at all
+    await trio.sleep(2)
+    with pytest.raises(LeaseLost):
+        runner.check_fence(ACCOUNT)
+    store.close()

@@ -295,3 +295,23 @@ async def test_passive_standby_takes_over_when_the_active_one_dies(shared: Sqlit
         runs.assert_no_overlap()
         active.scope.cancel()
         standby.scope.cancel()
+
+
+async def test_a_failing_account_listing_keeps_what_runs(shared: SqliteStore, autojump_clock: Any) -> None:
+    """The session store (PostgreSQL) failing for a while must not stop or move any account."""
+    runs = Runs()
+    failing = [False]
+
+    def accounts() -> list[str]:
+        if failing[0]:
+            raise OSError("session database unreachable")
+        return ACCOUNTS[:5]
+
+    async with trio.open_nursery() as nursery:
+        a = Instance("a", shared, runs, nursery, accounts=accounts)
+        await nursery.start(a.run)
+        failing[0] = True
+        await trio.sleep(10)
+        assert runs.running("a") == set(ACCOUNTS[:5])
+        assert len(runs.spans) == 5
+        a.scope.cancel()

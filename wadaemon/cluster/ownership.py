@@ -99,6 +99,7 @@ class Ownership:
         self._started_at_ms = wall()
         self._nursery: trio.Nursery | None = None
         self._last_tick = 0.0
+        self._universe: list[str] = []
         self.ticks = 0
 
     def running(self) -> frozenset[str]:
@@ -171,8 +172,14 @@ class Ownership:
     async def _look(self) -> tuple[list[InstanceDoc], list[Lease], Sequence[str]]:
         instances = await self._call(self.store.list_instances)
         leases = await self._call(self.store.list_account_leases)
-        accounts = await self._call(self._accounts)
-        return instances, leases, accounts
+        try:
+            self._universe = list(await self._call(self._accounts))
+        except Exception as exc:
+            # The session store (e.g. PostgreSQL) failing must not stop the accounts that run:
+            # keep the last known list and try again next tick.
+            log.warning("[cluster] instance=%s listing the accounts failed (keeping the last list): %s",
+                        self.instance_id, exc)
+        return instances, leases, self._universe
 
     def _heartbeat(self, now: int, *, accepting: bool) -> InstanceDoc:
         return InstanceDoc(instance_id=self.instance_id, heartbeat_at_ms=now, started_at_ms=self._started_at_ms,
