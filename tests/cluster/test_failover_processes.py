@@ -4,7 +4,7 @@ Three instances share 30 accounts (3 s leases, 2 s renew deadline, 0.5 s retry p
 SIGKILLed, one SIGSTOPped past its lease and then SIGCONTed, one SIGTERMed and restarted. Each
 account's socket logs when it opens and closes (``instance_process``), and a thread here reads
 every account lease ten times a second. Asserted: every account runs again within lease + 5 s
-of its owner dying (SIGTERM: within 3 s), no account's socket is open in two running processes
+of its owner dying (SIGTERM: within 5 s of its last socket closing), no account's socket is open in two running processes
 at once, a resumed process closes its stale sockets at once, no fencing epoch ever names two
 owners, and at the end every account runs exactly once. The measured figures are printed
 (``-s`` shows them).
@@ -187,7 +187,7 @@ def test_kill_stop_and_term_fail_over_within_bounds_and_never_overlap(
             last_close = max(at for what, inst, acc, at in cluster.lines() if what == "stop" and inst == "c")
             worst = max(cluster.first_start_after(x, termed, {"b"}) or 0 for x in handed) - last_close
             figures["sigterm_failover_s"] = worst / 1000
-            assert worst <= 3000
+            assert worst <= 5000
 
             # --- c restarts: it gets its share back by hand-over; every account runs exactly once.
             cluster.spawn("c")

@@ -90,7 +90,9 @@ class Ownership:
         self.pinned = frozenset(pinned)
         self._wall = wall
         self._threads = threads
-        self._limiter = trio.CapacityLimiter(2)
+        #: Looks, acquisitions, releases: several at once, so that taking over a dead or
+        #: stopping instance's accounts costs about one store round trip, not one per account.
+        self._limiter = trio.CapacityLimiter(8)
         self._renew_limiter = trio.CapacityLimiter(1)
         self.held: dict[str, Fence] = {}
         self._busy: set[str] = set()  # being started or stopped
@@ -160,12 +162,14 @@ class Ownership:
         for account_id in decided.hand_over:
             if account_id in self.held and account_id not in self._busy:
                 self._spawn(self._hand_over, account_id)
-        for account_id in decided.take:
-            if account_id in self._busy or account_id in self.held:
-                continue
-            if first:
-                await self._take(account_id)
-            else:
+        takes = [a for a in decided.take if a not in self._busy and a not in self.held]
+        if first:  # all at once, and wait for them
+            async with trio.open_nursery() as starting:
+                for account_id in takes:
+                    self._busy.add(account_id)
+                    starting.start_soon(self._take, account_id)
+        else:
+            for account_id in takes:
                 self._spawn(self._take, account_id)
         self._update_mode()
 
