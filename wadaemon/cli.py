@@ -17,6 +17,7 @@ from wadaemon.config import ConfigError, Settings, load_settings, parse_host_por
 from wadaemon.logs import setup_logging
 
 if TYPE_CHECKING:
+    from wadaemon.daemon import TransportFactory
     from wadaemon.status import AccountStatus
     from wadaemon.store.contract import Store
     from wadaemon.whatsapp.replay import ReplayTransport
@@ -172,16 +173,19 @@ def _adopt(settings: Settings, accounts: list[str], *, apply: bool, rate: float,
 
 
 def _run(settings: Settings) -> int:
-    from wadaemon.daemon import Daemon, TransportFactory
-    from wadaemon.store import open_store
-
     transport: TransportFactory
     accounts: Callable[[], list[str]]
     if settings.simserver is not None:
         from wadaemon.whatsapp.simclient import SimServerTransport, service_accounts
+        from wadaemon.whatsapp.transport import TransportError
 
         address = settings.simserver
-        served = list(settings.accounts) or service_accounts(address, settings.instance_id)
+        try:
+            served = list(settings.accounts) or service_accounts(address, settings.instance_id)
+        except (OSError, TransportError) as exc:
+            print(f"wadaemon: cannot list the accounts of the simulated service at {address[0]}:{address[1]}"
+                  f" (set WADAEMON_ACCOUNTS, or start it first): {exc}", file=sys.stderr)
+            return 2
 
         def accounts() -> list[str]:
             return served
@@ -204,6 +208,16 @@ def _run(settings: Settings) -> int:
 
     if not accounts():
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
+    run_daemon(settings, accounts, transport)
+    return 0
+
+
+def run_daemon(settings: Settings, accounts: Callable[[], list[str]], transport: TransportFactory) -> None:
+    """``wadaemon run`` once its accounts and transports are chosen: the daemon until a signal,
+    then the store closed (bounded, so a frozen store cannot hold the exit)."""
+    from wadaemon.daemon import Daemon
+    from wadaemon.store import close_store, open_store
+
     store = open_store(settings)
     if store.backend == "firestore":
         from wadaemon.adopt.runner import warn_if_unadopted
@@ -214,8 +228,7 @@ def _run(settings: Settings) -> int:
     try:
         trio.run(daemon.run)
     finally:
-        store.close()
-    return 0
+        close_store(store)
 
 
 def _pair(settings: Settings, account_id: str, phone: str | None) -> int:
@@ -283,7 +296,7 @@ def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
     drain it through the pipeline (stop the daemon running this account first: the journal has
     one writer)."""
     from wadaemon.journal import Journal
-    from wadaemon.store import open_store
+    from wadaemon.store import close_store, open_store
     from wadaemon.whatsapp.replay import ReplayTransport
 
     path = settings.data_dir / "journal" / f"{account_id}.sqlite"
@@ -306,7 +319,7 @@ def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
     try:
         status = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
     finally:
-        store.close()
+        close_store(store)
     if status is None:
         return _not_owned(account_id)
     print(msgspec.json.encode({"account": account_id, "restored": restored,
@@ -315,7 +328,7 @@ def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
 
 
 def _replay(settings: Settings, account_id: str, path: Path) -> int:
-    from wadaemon.store import open_store
+    from wadaemon.store import close_store, open_store
     from wadaemon.whatsapp.replay import ReplayTransport
 
     if not path.is_file():
@@ -326,7 +339,7 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
     try:
         status = trio.run(drain, settings, store, account_id, transport)
     finally:
-        store.close()
+        close_store(store)
     if status is None:
         return _not_owned(account_id)
     report = ReplayReport(

@@ -44,7 +44,7 @@ log = logging.getLogger("wadaemon.cluster")
 
 T = TypeVar("T")
 
-LEAVE_TIMEOUT_S = 30.0
+LEAVE_TIMEOUT_S = 14.0  # inside the daemon's 30 s stop budget (ACCOUNTS_STOP_S + ABANDON_GRACE_S)
 VERSION = "0.1.0"
 
 

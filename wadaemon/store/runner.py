@@ -5,6 +5,12 @@ cannot exhaust threads. Calls are *not* abandoned on cancellation: a commit that
 finishes (or fails) before the caller sees ``Cancelled``, so a cancelled writer never leaves
 the journal believing something that did not happen.
 
+The one exception is the end of shutdown (``abandon``): a frozen store would otherwise hold
+the process for as long as its RPC deadlines allow (30 s and more, past systemd's stop
+timeout). Abandoning is safe because the caller then raises instead of returning, so nothing
+is marked done in the journal: whatever the abandoned thread eventually does or does not
+commit is replayed — idempotently — at the next start.
+
 Per account, writers share one *lane* (a ``trio.Lock``): the store contract lets adapters do
 read-modify-write without transactions because writes for one account are serialised here.
 Reads do not take the lane.
@@ -22,6 +28,7 @@ includes the shielded final flushes writers do when cancelled, which a cancel sc
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from functools import partial
@@ -29,7 +36,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
-from wadaemon.store.contract import Store, StoreError
+from wadaemon.store.contract import Store, StoreError, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -51,6 +58,8 @@ class StoreRunner:
     def __init__(self, store: Store, *, max_threads: int = 8, on_write: WriteObserver | None = None) -> None:
         self.store = store
         self._limiter = trio.CapacityLimiter(max_threads)
+        # The thread itself is not limited again: the caller already holds a ``_limiter`` token.
+        self._unlimited = trio.CapacityLimiter(math.inf)
         self._lanes: dict[str, trio.Lock] = {}
         self._on_write = on_write
         self._fences: dict[str, Fenced] = {}
@@ -65,6 +74,8 @@ class StoreRunner:
         fence = self._fences.get(account_id)
         if fence is not None and not fence.valid():
             raise LeaseLost(f"account {account_id!r}: ownership lease lost, refused")
+        self._in_flight: set[trio.CancelScope] = set()
+        self._abandoned = False
 
     def lane(self, account_id: str) -> trio.Lock:
         lock = self._lanes.get(account_id)
@@ -74,6 +85,11 @@ class StoreRunner:
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a read-only store method in a worker thread."""
+        return await self._call(partial(fn, *args, **kwargs))
+
+    async def atomic(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run an operation the store makes atomic by itself (lease compare-and-swap) without
+        the lane: a lease renewal must never wait behind a long history commit."""
         return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
 
     async def write(self, account_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -83,8 +99,31 @@ class StoreRunner:
         if observe is not None:
             call = partial(_timed, observe, getattr(fn, "__name__", "write"), call)
         async with self.lane(account_id):
-            self.check_fence(account_id)
-            return await trio.to_thread.run_sync(call, limiter=self._limiter)
+            return await self._call(call, fenced=account_id)
+
+    def abandon(self) -> int:
+        """Shutdown only: give up on every call in flight (its caller gets ``StoreUnavailable``)
+        and refuse new ones at once. Returns how many calls were in flight."""
+        self._abandoned = True
+        for scope in self._in_flight:
+            scope.cancel()
+        return len(self._in_flight)
+
+    async def _call(self, call: Callable[[], T], *, fenced: str | None = None) -> T:
+        async with self._limiter:  # waiting for a thread is cancellable as usual
+            if self._abandoned:
+                raise StoreUnavailable("the daemon is stopping: store calls are abandoned")
+            if fenced is not None:  # right before the call: the wait for a thread may be long
+                self.check_fence(fenced)
+            # Shielded: the caller's cancellation waits for the call; only ``abandon`` ends it.
+            with trio.CancelScope(shield=True) as scope:
+                self._in_flight.add(scope)
+                try:
+                    return await trio.to_thread.run_sync(call, abandon_on_cancel=True,
+                                                         limiter=self._unlimited)
+                finally:
+                    self._in_flight.discard(scope)
+        raise StoreUnavailable("the daemon is stopping: the store did not answer in time")
 
 
 def _timed(observe: WriteObserver, operation: str, call: Callable[[], T]) -> T:
