@@ -100,6 +100,7 @@ class Daemon:
         self.clock: WallClock = clock or (lambda: int(time.time() * 1000))
         self._changed = trio.Event()
         self.accounts: dict[str, AccountRuntime] = {}
+        self._left: dict[str, int] = {}  # journal entries left by accounts stopped here
         self._transport_factory = transport_factory
         universe: Callable[[], Sequence[str]]
         if callable(accounts):
@@ -201,6 +202,7 @@ class Daemon:
             await self.account_tree.stop_child(f"account:{account_id}")
         runtime = self.accounts.pop(account_id, None)
         if runtime is not None:
+            self._left[account_id] = runtime.journal.backlog()  # for the log line at exit
             runtime.close()
         self.board.forget(account_id)
         self._accounts_changed()
@@ -221,7 +223,8 @@ class Daemon:
                 task_status.started()
         finally:
             self.board.set_mode("stopping")
-            left = {account_id: runtime.journal.backlog() for account_id, runtime in self.accounts.items()}
+            left = {**self._left, **{account_id: runtime.journal.backlog()
+                                     for account_id, runtime in self.accounts.items()}}
             for runtime in self.accounts.values():
                 runtime.close()
             self.control.ledger.close()

@@ -44,6 +44,7 @@ log = logging.getLogger("wadaemon.cluster")
 
 T = TypeVar("T")
 
+ANNOUNCE_TIMEOUT_S = 2.0
 LEAVE_TIMEOUT_S = 14.0  # inside the daemon's 30 s stop budget (ACCOUNTS_STOP_S + ABANDON_GRACE_S)
 VERSION = "0.1.0"
 
@@ -113,7 +114,11 @@ class Ownership:
         if not self._threads:
             await trio.lowlevel.checkpoint()
             return fn(*args, **kwargs)
-        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=limiter or self._limiter)
+        # Abandoned on cancellation: a frozen store must not hold the shutdown past its bound.
+        # Safe for every call here: an abandoned renewal counts as failed (the deadline rule
+        # holds), an abandoned acquisition or release at worst leaves a lease to expire.
+        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=limiter or self._limiter,
+                                             abandon_on_cancel=True)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -284,7 +289,8 @@ class Ownership:
     async def _leave(self) -> None:
         """Shutdown: every subtree stopped (flushed under its lease), then every lease released
         and the heartbeat deleted."""
-        with contextlib.suppress(StoreError):  # say so first, or others might hand us accounts
+        with contextlib.suppress(StoreError), trio.move_on_after(ANNOUNCE_TIMEOUT_S):
+            # say so first, or others might hand us accounts while we drain
             await self._call(self.store.put_instance, self._heartbeat(self._wall(), accepting=False))
         async with trio.open_nursery() as nursery:
             for account_id in list(self.held):

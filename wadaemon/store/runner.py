@@ -63,6 +63,8 @@ class StoreRunner:
         self._lanes: dict[str, trio.Lock] = {}
         self._on_write = on_write
         self._fences: dict[str, Fenced] = {}
+        self._in_flight: set[trio.CancelScope] = set()
+        self._abandoned = False
 
     def fence(self, account_id: str, fence: Fenced) -> None:
         """From now on, writes for ``account_id`` go through only while ``fence.valid()``."""
@@ -74,8 +76,6 @@ class StoreRunner:
         fence = self._fences.get(account_id)
         if fence is not None and not fence.valid():
             raise LeaseLost(f"account {account_id!r}: ownership lease lost, refused")
-        self._in_flight: set[trio.CancelScope] = set()
-        self._abandoned = False
 
     def lane(self, account_id: str) -> trio.Lock:
         lock = self._lanes.get(account_id)
