@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
-from wadaemon.config import ConfigError, Settings, load_settings, parse_host_port
+from wadaemon.config import ConfigError, Settings, describe_sources, load_settings, parse_host_port
 from wadaemon.logs import setup_logging
 
 if TYPE_CHECKING:
     from wadaemon.daemon import TransportFactory
     from wadaemon.status import AccountStatus
     from wadaemon.store.contract import Store
+    from wadaemon.whatsapp.neonize_transport import NeonizeTransport
     from wadaemon.whatsapp.replay import ReplayTransport
+    from wadaemon.whatsapp.sessions import Session
 
 log = logging.getLogger("wadaemon.cli")
 
@@ -56,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wadaemon: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.instance_id, settings.log_level)
+    log.info("[config] %s", settings.describe())
+    log.info("[config] %s", describe_sources())
     if args.command == "run":
         return _run(settings)
     if args.command == "pair":
@@ -193,7 +197,6 @@ def _run(settings: Settings) -> int:
         def transport(account_id: str) -> SimServerTransport:
             return SimServerTransport(account_id, address, settings.instance_id)
     else:
-        from wadaemon.whatsapp.neonize_transport import NeonizeTransport
         from wadaemon.whatsapp.sessions import open_sessions
 
         sessions = open_sessions(settings)
@@ -203,13 +206,22 @@ def _run(settings: Settings) -> int:
             return list(settings.accounts) or sessions.paired_accounts()
 
         def transport(account_id: str) -> NeonizeTransport:
-            return NeonizeTransport(account_id, sessions.session(account_id),
-                                    full_history=settings.sync_full_history)
+            return neonize_transport(settings, account_id, sessions.session(account_id))
 
     if not accounts():
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
     run_daemon(settings, accounts, transport)
     return 0
+
+
+def neonize_transport(settings: Settings, account_id: str, session: Session) -> NeonizeTransport:
+    """The real WhatsApp transport of an account, as configured (the one place that says how)."""
+    from wadaemon.whatsapp.neonize_transport import NeonizeTransport
+
+    return NeonizeTransport(
+        account_id, session,
+        full_history=settings.sync_full_history, full_sync_days=settings.history_sync_days,
+        full_sync_size_mb=settings.history_sync_size_mb, full_sync_quota_mb=settings.history_sync_quota_mb)
 
 
 def run_daemon(settings: Settings, accounts: Callable[[], list[str]], transport: TransportFactory) -> None:
@@ -232,11 +244,9 @@ def run_daemon(settings: Settings, accounts: Callable[[], list[str]], transport:
 
 
 def _pair(settings: Settings, account_id: str, phone: str | None) -> int:
-    from wadaemon.whatsapp.neonize_transport import NeonizeTransport
     from wadaemon.whatsapp.sessions import open_sessions
 
-    transport = NeonizeTransport(account_id, open_sessions(settings).session(account_id),
-                                 full_history=settings.sync_full_history)
+    transport = neonize_transport(settings, account_id, open_sessions(settings).session(account_id))
 
     def show_code(code: str) -> None:
         print(f"On the phone: WhatsApp > Linked devices > Link with phone number, enter: {code}", flush=True)
@@ -258,22 +268,36 @@ class ReplayReport(msgspec.Struct, rename="camel"):
 
 
 async def drain(settings: Settings, store: Store, account_id: str,
-                transport: ReplayTransport) -> AccountStatus | None:
+                transport: ReplayTransport) -> tuple[AccountStatus | None, bool]:
     """Run one account's pipeline (no HTTP) until ``transport`` has played everything and the
-    journal is drained, then stop; the account's final status. None when another instance
-    holds the account's ownership lease (then nothing ran)."""
+    journal is drained, then stop: the account's final status (None when another instance holds
+    the account's ownership lease: then nothing ran), and whether a signal (SIGINT, SIGTERM)
+    ended it first — then what was not drained stays journaled for the next run."""
     from wadaemon.daemon import Daemon
 
     daemon = Daemon(settings, store, [account_id], lambda _: transport, serve=False)
     status = daemon.board.account(account_id)  # kept: the board forgets an account once stopped
+    interrupted = True
+    owned = False
     async with trio.open_nursery() as nursery:
-        await nursery.start(daemon.run)
+
+        async def daemon_then_stop(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await daemon.run(task_status=task_status)
+            nursery.cancel_scope.cancel()  # stopped by a signal: stop waiting for the drain
+
+        await nursery.start(daemon_then_stop)
         runtime = daemon.accounts.get(account_id)
+        owned = runtime is not None
         if runtime is not None:
-            await trio.to_thread.run_sync(transport.finished.wait)
+            await trio.to_thread.run_sync(transport.finished.wait, abandon_on_cancel=True)
             await runtime.wait_drained()
+        interrupted = False
         daemon.stop()
-    return status if runtime is not None else None
+    return (status if owned else None), interrupted
+
+
+INTERRUPTED = ("wadaemon: interrupted before the journal was drained; what is left stays in the"
+               " journal and is ingested by the next run")
 
 
 def _not_owned(account_id: str) -> int:
@@ -317,11 +341,14 @@ def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
         journal.close()
     store = open_store(settings)
     try:
-        status = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
+        status, interrupted = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
     finally:
         close_store(store)
     if status is None:
         return _not_owned(account_id)
+    if interrupted:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     print(msgspec.json.encode({"account": account_id, "restored": restored,
                                "deadLetters": status.dead_letters}).decode())
     return 1 if status.dead_letters else 0
@@ -337,7 +364,7 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
     store = open_store(settings)
     transport = ReplayTransport(account_id, path)
     try:
-        status = trio.run(drain, settings, store, account_id, transport)
+        status, interrupted = trio.run(drain, settings, store, account_id, transport)
     finally:
         close_store(store)
     if status is None:
@@ -351,6 +378,9 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
     print(msgspec.json.encode(report).decode())
     for number, reason in transport.bad_lines:
         print(f"{path}:{number}: skipped: {reason}", file=sys.stderr)
+    if interrupted:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     return 1 if transport.bad_lines else 0
 
 
