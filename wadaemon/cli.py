@@ -214,10 +214,14 @@ def _run(settings: Settings) -> int:
     return 0
 
 
-def neonize_transport(settings: Settings, account_id: str, session: Session) -> NeonizeTransport:
-    """The real WhatsApp transport of an account, as configured (the one place that says how)."""
+def neonize_transport(settings: Settings, account_id: str, session: Session | None = None) -> NeonizeTransport:
+    """The real WhatsApp transport of an account, as configured (the one place that says how);
+    ``session`` defaults to the account's in the configured session store."""
     from wadaemon.whatsapp.neonize_transport import NeonizeTransport
+    from wadaemon.whatsapp.sessions import open_sessions
 
+    if session is None:
+        session = open_sessions(settings).session(account_id)
     return NeonizeTransport(
         account_id, session,
         full_history=settings.sync_full_history, full_sync_days=settings.history_sync_days,
@@ -244,9 +248,7 @@ def run_daemon(settings: Settings, accounts: Callable[[], list[str]], transport:
 
 
 def _pair(settings: Settings, account_id: str, phone: str | None) -> int:
-    from wadaemon.whatsapp.sessions import open_sessions
-
-    transport = neonize_transport(settings, account_id, open_sessions(settings).session(account_id))
+    transport = neonize_transport(settings, account_id)
 
     def show_code(code: str) -> None:
         print(f"On the phone: WhatsApp > Linked devices > Link with phone number, enter: {code}", flush=True)
