@@ -18,7 +18,7 @@ the lease stops the socket and refuses the writes. ``accounts`` given to the dae
 set it may run (every paired session, or ``WADAEMON_ACCOUNTS``), re-read every retry period.
 The schedulers see the accounts through ``RunningAccounts`` (``running_accounts``,
 ``changed``): the accounts running here under a valid lease, woken as they arrive and leave.
-Disabled schedulers (SPEC §2 flags) are not started.
+Disabled schedulers (docs/configuration.md flags) are not started.
 
 Shutdown (SIGTERM/SIGINT or ``stop``) is ordered and bounded, so the process is gone within
 30 s whatever the store does (systemd's stop timeout would SIGKILL it otherwise):

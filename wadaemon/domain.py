@@ -7,7 +7,7 @@ Two families live here, both msgspec Structs:
   events are already *normalised* (device suffix stripped) but not yet *canonical*: resolving a
   LID to a phone-number JID is the identity resolver's job (``wadaemon.identity``), because the
   mapping may be learned only later.
-* **Documents** mirror SPEC §1 field for field (``rename="camel"`` gives the exact Firestore
+* **Documents** mirror docs/data-model.md field for field (``rename="camel"`` gives the exact Firestore
   field names the Flutter inbox reads). Store adapters persist them; nothing else knows whether
   they end up in Firestore or SQLite.
 
@@ -48,7 +48,7 @@ SyncSource = Literal[
 ]
 ConnectionState = Literal["pairing", "connecting", "connected", "disconnected", "logged_out"]
 
-#: Outbound status order (SPEC §3.3). ``failed`` sits outside the order: it is only ever set on
+#: Outbound status order (docs/data-model.md). ``failed`` sits outside the order: it is only ever set on
 #: a message we queued ourselves and whose send failed, and a later receipt still wins.
 STATUS_RANK: dict[str, int] = {
     "failed": 0,
@@ -169,6 +169,26 @@ class HistoryChunkEvent(msgspec.Struct, frozen=True, tag="history"):
     pushnames: tuple[tuple[str, str], ...] = ()
 
 
+class GroupInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What WhatsApp says of a group when asked (``Transport.group_info``): its subject and
+    who is in it. ``participants`` are normalised JIDs as WhatsApp listed them."""
+
+    jid: str
+    subject: str
+    participants: tuple[str, ...] = ()
+    subject_set_ms: int = 0
+
+
+class GroupChangeEvent(msgspec.Struct, frozen=True, tag="group"):
+    """A group's subject became known or changed (WhatsApp's group-info notification, or our
+    account joining a group): the thread's name follows it."""
+
+    account_id: str
+    jid: str
+    subject: str
+    ts_ms: int = 0
+
+
 class ConnectionEvent(msgspec.Struct, frozen=True, tag="connection"):
     account_id: str
     state: ConnectionState
@@ -209,6 +229,7 @@ WhatsAppEvent = (
     | ReactionEvent
     | ReceiptEvent
     | HistoryChunkEvent
+    | GroupChangeEvent
     | ConnectionEvent
     | OfflineSyncEvent
     | PairingEvent
@@ -217,7 +238,7 @@ WhatsAppEvent = (
 
 
 # --------------------------------------------------------------------------------------------
-# Documents: SPEC §1, exact field names through rename="camel"
+# Documents: docs/data-model.md, exact field names through rename="camel"
 # --------------------------------------------------------------------------------------------
 
 
@@ -262,7 +283,14 @@ class MessageDoc(Doc):
 
 
 class ThreadDoc(Doc):
-    """``threads/{threadId}``."""
+    """``threads/{threadId}``.
+
+    ``last_message_text`` and ``normalized_phone`` are the names the Flutter inbox prefers
+    (``lastMessageText`` before ``lastMessagePreview``, ``normalizedPhone`` before
+    ``phoneE164``): they are always written with the same value as their twin
+    (``wadaemon.store.merge.advance_thread``), so a stale value left by another writer cannot
+    win. No ``id``/``threadId`` field is written: the inbox lets either override the doc id.
+    """
 
     account_id: str
     client_jid: str
@@ -270,6 +298,7 @@ class ThreadDoc(Doc):
     last_message_at: datetime | None = None
     last_message_at_ms: int | None = None
     last_message_preview: str | None = None
+    last_message_text: str | None = None
     last_backfill_at: datetime | None = None
     is_group: bool = False
     alias_jids: list[str] = msgspec.field(default_factory=list)
@@ -277,6 +306,7 @@ class ThreadDoc(Doc):
     last_inbound_at: datetime | None = None
     last_inbound_at_ms: int | None = None
     phone_e164: str | None = None
+    normalized_phone: str | None = None
     updated_at: datetime | None = None
     #: Backfill found the phone holds nothing older: not asked again before the retry interval.
     backfill_exhausted_at: datetime | None = None
@@ -303,7 +333,10 @@ class ThreadPatch(msgspec.Struct, frozen=True, kw_only=True):
 
 class ThreadSummary(msgspec.Struct, frozen=True, kw_only=True):
     """What a batch of messages says about its thread; the store applies it forward-only
-    (an older ``last_message_ms`` never replaces a newer one). Coalesced per batch."""
+    (an older ``last_message_ms`` never replaces a newer one). Coalesced per batch.
+
+    ``create=False``: a name learned for a thread that may not exist (a group subject, a push
+    name): applied to an existing thread, never creating one without a message."""
 
     account_id: str
     client_jid: str
@@ -315,6 +348,7 @@ class ThreadSummary(msgspec.Struct, frozen=True, kw_only=True):
     last_inbound_ms: int | None = None
     phone_e164: str = ""
     backfilled_at_ms: int | None = None
+    create: bool = True
 
 
 class ReceiptUpdate(msgspec.Struct, frozen=True):
@@ -368,7 +402,7 @@ class InstanceDoc(Doc, kw_only=True):
 
 
 def thread_id_for(account_id: str, client_jid: str) -> str:
-    """SPEC §1: ``{accountId}__{clientJid}``. Escaping for document ids is the store's job."""
+    """docs/data-model.md: ``{accountId}__{clientJid}``. Escaping for document ids is the store's job."""
     return f"{account_id}__{client_jid}"
 
 

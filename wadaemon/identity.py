@@ -1,4 +1,4 @@
-"""One thread per person (SPEC §4): canonical chat JIDs and LID -> phone-number resolution.
+"""One thread per person (docs/data-model.md, identity): canonical chat JIDs and LID -> phone-number resolution.
 
 WhatsApp addresses a person by phone number (``…@s.whatsapp.net``) or by LID (``…@lid``).
 The canonical JID of a chat is the phone-number JID whenever the mapping is known. Mappings
@@ -107,6 +107,10 @@ class IdentityResolver:
         """A thread was written under ``client_jid``; if it is a LID, a later mapping merges it."""
         if is_lid(client_jid):
             self._lid_threads.add(client_jid)
+
+    def is_lid_thread(self, jid: str) -> bool:
+        """A LID thread was written under ``jid`` and its phone number is not known yet."""
+        return jid in self._lid_threads
 
     def known(self) -> int:
         return len(self._pn_of)

@@ -1,8 +1,19 @@
-"""The dispatcher: journal entries in, resolved work out, in journal order.
+"""The dispatchers: journal entries in, resolved work out, in journal order.
 
-It is the only actor that translates and resolves identity, so LID mappings are learned in the
-order WhatsApp sent them and every writer downstream sees canonical JIDs only. Events that need
-no write (connection changes, rejects) settle their entry at once.
+They are the only actors that translate and resolve identity, so every writer downstream sees
+canonical JIDs only. The live one also keeps the account's ``NameBook`` (names learned in
+journal order) and sends the group-namer the groups whose subject is to be written or asked.
+Events that need no write (connection changes, rejects) settle their entry at once.
+
+Two cursors over one journal. History-sync chunks are large (thousands of messages, seconds
+to write) and the history channel holds two; with one dispatcher in journal order, a live
+message journaled behind a run of chunks waited for all of them (8 s without a live commit
+during a 60k-message ingest was seen). So live entries and history chunks are dispatched by
+two actors, each in journal order on its own cursor (``JournalReader(history=...)``), and live
+traffic overtakes history. What that gives up: a LID mapping carried by a chunk may now be
+learned after a live message of that person was filed under its LID — the identity rules
+already handle that order (the LID thread is merged when the mapping arrives). The history
+dispatcher starts once the live one has loaded the known LID threads, so no merge is missed.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from wadaemon.actors.context import AccountContext
 from wadaemon.actors.retry import retry_store
 from wadaemon.actors.work import (
     AnswerWork,
+    GroupWork,
     HistoryWork,
     MergeWork,
     MessageWork,
@@ -26,6 +38,7 @@ from wadaemon.domain import (
     AccountDoc,
     ConnectionEvent,
     EditEvent,
+    GroupChangeEvent,
     HistoryChunkEvent,
     LidMapping,
     MessageEvent,
@@ -40,7 +53,9 @@ from wadaemon.domain import (
     WhatsAppEvent,
     thread_id_for,
 )
+from wadaemon.journal import HistoryTotals, JournalReader
 from wadaemon.records import message_doc
+from wadaemon.status import HistoryProgress
 from wadaemon.whatsapp.translate import translate
 
 log = logging.getLogger("wadaemon.dispatch")
@@ -53,8 +68,7 @@ KNOWN_THREADS_SCAN = 5000
 
 
 async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    ctx.reader.rewind()
-    ctx.ledger.reset()
+    """Live entries (everything but history-sync chunks), in journal order."""
     task_status.started()
     threads = await retry_store(ctx, "identity", partial(
         ctx.runner.read, ctx.runner.store.list_threads, ctx.account_id, limit=KNOWN_THREADS_SCAN))
@@ -63,11 +77,30 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
         # A thread's merged LIDs name its person: remembered, so a message still addressed by
         # such a LID lands in the merged thread even when the session's LID store lost the pair.
         ctx.identity.learn(LidMapping(lid=alias, pn=thread.client_jid) for alias in thread.alias_jids)
+        if thread.is_group:  # a subject already stored is not asked again
+            ctx.names.learn_subject(thread.client_jid, thread.display_name)
+    ctx.identity_ready.set()
+    await _dispatch(ctx, ctx.reader)
+
+
+async def run_history_dispatcher(ctx: AccountContext, *,
+                                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """History-sync chunks, in journal order, on their own cursor: a live message journaled
+    behind a run of large chunks no longer waits for them to be written (module docstring)."""
+    task_status.started()
+    await ctx.identity_ready.wait()
+    await _dispatch(ctx, ctx.history_reader)
+
+
+async def _dispatch(ctx: AccountContext, reader: JournalReader) -> None:
     while True:
-        entries = await ctx.reader.next_batch(BATCH_ENTRIES)
+        entries = await reader.next_batch(BATCH_ENTRIES)
         for entry in entries:
             events = translate(ctx.account_id, entry.raw)
             work = [item for event in events for item in _resolve(ctx, entry.seq, entry.received_ms, event)]
+            if ctx.pairing_reset:
+                ctx.pairing_reset = False
+                await ctx.reader.set_history_totals(HistoryTotals())
             ctx.ledger.expect(entry.seq, len(work))
             if not work:
                 await ctx.ledger.settle([entry.seq])
@@ -76,13 +109,15 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
                     await ctx.history_send.send(item)
                 elif isinstance(item, MessageWork | MergeWork):
                     await ctx.realtime_send.send(item)
+                elif isinstance(item, GroupWork):
+                    await ctx.groups_send.send(item)
                 else:
                     await ctx.updates_send.send(item)
-        ctx.status.journal_backlog = ctx.reader.backlog()
-        ctx.status.journal_oldest_pending_ms = ctx.reader.oldest_pending_ms()
+        ctx.status.journal_backlog = reader.backlog()
+        ctx.status.journal_oldest_pending_ms = reader.oldest_pending_ms()
 
 
-Work = HistoryWork | AnswerWork | MessageWork | MergeWork | UpdateWork
+Work = HistoryWork | AnswerWork | MessageWork | MergeWork | UpdateWork | GroupWork
 
 
 def _resolve(ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEvent) -> list[Work]:
@@ -94,7 +129,12 @@ def _resolve(ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEve
             return []
         doc = message_doc(event, client_jid=client_jid, sender_jid=identity.canonical(event.sender.jid), synced_ms=None)
         identity.note_thread(client_jid)
-        return [*(MergeWork(seq, m) for m in merges), MessageWork(seq, doc)]
+        if doc.direction == "inbound" and doc.sender_jid == client_jid:
+            ctx.names.learn_pushname(client_jid, doc.sender_name)
+        return [*(MergeWork(seq, m) for m in merges), MessageWork(seq, doc), *_ask_subject(ctx, seq, client_jid)]
+    if isinstance(event, GroupChangeEvent):
+        ctx.names.learn_subject(event.jid, event.subject)
+        return [GroupWork(seq, event.jid, event.subject)] if event.subject else []
     if isinstance(event, HistoryChunkEvent):
         return _resolve_history(ctx, seq, event)
     if isinstance(event, ReceiptEvent):
@@ -116,8 +156,10 @@ def _resolve(ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEve
         log.info("[connection] accountId=%s offlineSync completed=%s messages=%d",
                  ctx.account_id, event.completed, event.messages)
     elif isinstance(event, PairingEvent):
-        if event.paired_jid:
+        if event.paired_jid:  # a new pairing: its history totals start from zero
             ctx.status.phone_jid = event.paired_jid
+            ctx.status.history = HistoryProgress(saved_by_this_run=ctx.status.history.saved_by_this_run)
+            ctx.pairing_reset = True
             ctx.status_writer.post(AccountDoc(phone_jid=event.paired_jid))
         if event.error:
             log.warning("[pairing] accountId=%s error=%s", ctx.account_id, event.error)
@@ -128,6 +170,11 @@ def _resolve(ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEve
     return []
 
 
+def _ask_subject(ctx: AccountContext, seq: int, client_jid: str) -> list[GroupWork]:
+    """Ask WhatsApp for the subject of a group no event named (yet): ``NameBook.wants_subject``."""
+    return [GroupWork(seq, client_jid)] if ctx.names.wants_subject(client_jid, trio.current_time()) else []
+
+
 def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) -> list[Work]:
     """Pairing history and on-demand answers resolve alike; they leave as different work
     because they are written by different steps (``actors.history``)."""
@@ -136,6 +183,7 @@ def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) ->
     docs = []
     names: dict[str, str] = {}
     groups: set[str] = set()
+    asks: list[GroupWork] = []
     skipped = 0
     synced_ms = int(time.time() * 1000)
     threads: list[str] = []
@@ -151,19 +199,31 @@ def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) ->
         threads.append(thread_id)
         if conversation.end_of_history:
             ended.add(thread_id)
-        if conversation.name:
-            names[client_jid] = conversation.name
         if conversation.is_group:
             groups.add(client_jid)
+            ctx.names.learn_subject(client_jid, conversation.name)
+        else:
+            ctx.names.learn_contact(client_jid, conversation.name)
+        if name := ctx.names.name_of(client_jid):
+            names[client_jid] = name
+        elif conversation.is_group and conversation.messages:
+            asks += _ask_subject(ctx, seq, client_jid)
         for message in conversation.messages:
             merges += identity.learn_address(message.sender)
             docs.append(message_doc(message, client_jid=client_jid,
                                     sender_jid=identity.canonical(message.sender.jid), synced_ms=synced_ms))
+    renames: dict[str, str] = {}
+    for jid, pushname in event.pushnames:
+        canonical = identity.canonical(jid)
+        ctx.names.learn_pushname(canonical, pushname)
+        if identity.is_lid_thread(canonical) and canonical not in names:
+            renames[canonical] = ctx.names.name_of(canonical)  # a LID thread shown by placeholder so far
     if event.sync_type == "ON_DEMAND":
         answer = AnswerWork(seq=seq, docs=docs, threads=threads, ended=ended, names=names, groups=groups)
-        return [*(MergeWork(seq, m) for m in merges), answer]
-    history = HistoryWork(seq, event.sync_type, event.chunk_order, event.progress, docs, names, groups, skipped)
-    return [*(MergeWork(seq, m) for m in merges), history]
+        return [*(MergeWork(seq, m) for m in merges), answer, *asks]
+    history = HistoryWork(seq, event.sync_type, event.chunk_order, event.progress, docs, names, groups, skipped,
+                          renames)
+    return [*(MergeWork(seq, m) for m in merges), history, *asks]
 
 
 def _mutation(thread_id: str, event: EditEvent | RevokeEvent | ReactionEvent) -> MessageMutation:

@@ -39,6 +39,7 @@ from wadaemon.http.auth import AuthConfig
 from wadaemon.http.bridge import ActionBridge
 from wadaemon.http.context import HttpContext
 from wadaemon.http.control import DaemonControl
+from wadaemon.http.protocol import protocol_factory, quiet_accept_floods
 from wadaemon.http.ratelimit import RateLimiter
 from wadaemon.http.store_access import DEFAULT_MAX_IN_FLIGHT, DEFAULT_STORE_TIMEOUT, StoreGateway
 from wadaemon.http.tracking import InFlightRequests
@@ -205,15 +206,17 @@ class HttpServer:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_CANCEL_GRACE)
         try:
             await runner.setup()
-            site = web.TCPSite(runner, self.host, self.requested_port)
-            await site.start()
-            run.port = int(runner.addresses[0][1])
+            # Our own listener over aiohttp's server: connection rules of wadaemon.http.protocol.
+            quiet_accept_floods()
+            site = await loop.create_server(protocol_factory(runner), self.host, self.requested_port,
+                                            reuse_address=True, backlog=128)
+            run.port = int(site.sockets[0].getsockname()[1])
             stop_requested: asyncio.Future[float] = loop.create_future()
             run.stop_requested = stop_requested
             run.ready.set()
 
             grace = await stop_requested
-            await site.stop()  # stop accepting new connections
+            site.close()  # stop accepting new connections
             if not await in_flight.wait_idle(grace):
                 log.warning("http stop: %d request(s) still running after %.1fs: cancelling",
                             in_flight.count, grace)

@@ -3,7 +3,7 @@
 The Store is synchronous (``wadaemon.store.contract``). A handler must never run it on the
 event loop, and must never wait for it longer than a probe can afford: a Firestore outage
 can make a call hang for the gRPC deadline, and /health, /diag must still answer within a
-couple of seconds (SPEC §5: /diag "never fails when the store is down").
+couple of seconds (the contract: /diag "never fails when the store is down").
 
 Why a dedicated, bounded pool rather than the loop's default executor? A call that times out
 keeps its thread until the store returns. With probes arriving every few seconds during an

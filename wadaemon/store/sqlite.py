@@ -1,6 +1,6 @@
 """The embedded SQLite adapter of the store contract (``wadaemon.store.contract``).
 
-It mirrors the Firestore layout of SPEC §1 so that the two backends are interchangeable and a
+It mirrors the Firestore layout of docs/data-model.md so that the two backends are interchangeable and a
 reader of the file sees exactly the Firestore field names::
 
     threads(id, account_id, last_message_at_ms, doc)        threads/{threadId}
@@ -432,7 +432,7 @@ class SqliteStore:
     ) -> None:
         """One transaction: the re-keyed document appears and the local one disappears together.
         A retry after a success finds no local document and only moves the status forward.
-        ``error`` has no field in SPEC §1; the caller logs it."""
+        ``error`` has no field in docs/data-model.md; the caller logs it."""
         with self._transaction("finish_outbound", max_writes=None) as (conn, writer):
             now = store_now()
             local_key = (thread_id, local_id)
@@ -562,7 +562,7 @@ class SqliteStore:
             if old is None:
                 return moved
             now = store_now()
-            summary = replace(merge.summary_of_thread(old), client_jid=into_jid, display_name=old.display_name)
+            summary = merge.summary_of_thread(old, into_jid)
             folded = merge.advance_thread(into, summary, now) or into
             assert folded is not None  # advance_thread creates the thread when absent
             for alias in [*old.alias_jids, from_jid]:
