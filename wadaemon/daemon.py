@@ -108,6 +108,7 @@ class Daemon:
         else:
             fixed = list(accounts)
             universe = lambda: fixed  # noqa: E731
+        self.known_accounts = universe  # the accounts this daemon may run (it runs those it owns)
         self.account_tree = Supervisor("accounts", [], strategy="one_for_one")
         self.ownership = Ownership(
             store=store, host=self, board=self.board, instance_id=settings.instance_id,
