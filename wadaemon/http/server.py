@@ -41,7 +41,12 @@ from wadaemon.http.context import HttpContext
 from wadaemon.http.control import DaemonControl
 from wadaemon.http.protocol import protocol_factory, quiet_accept_floods
 from wadaemon.http.ratelimit import RateLimiter
-from wadaemon.http.store_access import DEFAULT_MAX_IN_FLIGHT, DEFAULT_STORE_TIMEOUT, StoreGateway
+from wadaemon.http.store_access import (
+    API_MAX_IN_FLIGHT,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_STORE_TIMEOUT,
+    StoreGateway,
+)
 from wadaemon.http.tracking import InFlightRequests
 from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
@@ -197,8 +202,10 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         gateway = StoreGateway(self.store, timeout=self.store_timeout,
                                max_in_flight=self.store_max_in_flight)
+        api_gateway = StoreGateway(self.store, timeout=self.store_timeout,
+                                   max_in_flight=API_MAX_IN_FLIGHT, queue=True)
         in_flight = InFlightRequests()
-        context = HttpContext(status=self.status, store=gateway, bridge=self.bridge,
+        context = HttpContext(status=self.status, store=gateway, api_store=api_gateway, bridge=self.bridge,
                               clock=self.clock, metrics=self.metrics, settings=self.settings,
                               control=self.control, auth=self.auth, limiter=self.limiter)
         app = build_app(context, in_flight, self.extra_routes)
@@ -224,6 +231,7 @@ class HttpServer:
         finally:
             await runner.cleanup()  # closes the (now idle) connections
             gateway.close()
+            api_gateway.close()
 
 
 async def serve_http(
