@@ -13,6 +13,9 @@ this run, never a number remembered from another. Sections (all by default):
 * realtime: 50 accounts, 200 messages/s in all, receipts flowing: latency from hand-over to
   acknowledged commit, and writes per message; plus one busy account at 200 messages/s.
 * scale: 200 paired accounts idle in one instance: CPU and RSS per account.
+* adopt: a generated legacy database (``tests.legacy.generator``) adopted, scanning alone (the
+  dry run) against scanning + fixing: documents scanned per second, writes per fixed
+  document, peak RSS.
 
 Results: a table on stdout and ``bench/results/latest.json``.
 """
@@ -94,7 +97,7 @@ def main() -> int:
     parser.add_argument("sections", nargs="*", metavar="section", help="ingest, realtime, scale (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller and shorter (about two minutes)")
     args = parser.parse_args()
-    known = ("ingest", "realtime", "scale")
+    known = ("ingest", "realtime", "scale", "adopt")
     if unknown := set(args.sections) - set(known):
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(known)}")
     sections = args.sections or list(known)
@@ -116,6 +119,12 @@ def main() -> int:
     if "scale" in sections:
         with fresh_emulator():
             results["scale"] = run_child("bench.scale", "--accounts", "200", "--idle", "10" if q else "30")
+    if "adopt" in sections:
+        size = ["--accounts", "3", "--threads", "30", "--messages", "20"] if q else []
+        with fresh_emulator() as emulator:
+            results["adopt_scan"] = run_child("bench.adopt", "--mode", "scan", *size)
+            emulator.reset()
+            results["adopt_apply"] = run_child("bench.adopt", "--mode", "apply", *size)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(render(results))
@@ -179,6 +188,17 @@ def render(r: dict[str, Any]) -> str:
              f"< 5 % {_mark(s['idle_cpu_percent'] < 5)}"),
             ("  RSS per account", f"{s['rss_per_account_kb']:,.0f} KB",
              f"{s['rss_mb']:.0f} MB in all, started in {s['startup_s']:.1f} s"),
+        ]
+    if "adopt_scan" in r:
+        scan, fix = r["adopt_scan"], r["adopt_apply"]
+        rows += [
+            (f"adopt {scan['accounts']} legacy accounts, {scan['documents']:,} docs: scan only (dry run)",
+             f"{scan['docs_per_s']:,.0f} docs/s", f"{scan['reads']:,} reads"),
+            ("  scan + fix (--apply)", f"{fix['docs_per_s']:,.0f} docs/s",
+             f"{fix['docs_per_s'] / scan['docs_per_s']:.2f}x of scanning alone; {fix['fixes']:,} fixes"),
+            ("  writes per fixed document", f"{fix['writes_per_fix']:.2f}", f"{fix['writes']:,} writes"),
+            ("  peak RSS - before adoption", f"{fix['peak_rss_delta_mb']:.0f} MB",
+             f"scan only {scan['peak_rss_delta_mb']:.0f} MB"),
         ]
     width = max(len(name) for name, _, _ in rows)
     vwidth = max(len(value) for _, value, _ in rows)

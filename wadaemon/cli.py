@@ -1,4 +1,4 @@
-"""``wadaemon`` command line: run, pair, demo, replay."""
+"""``wadaemon`` command line: run, pair, demo, replay, adopt, deadletter."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import trio
 
 from wadaemon.config import ConfigError, Settings, load_settings
 from wadaemon.logs import setup_logging
+
+if TYPE_CHECKING:
+    from wadaemon.status import AccountStatus
+    from wadaemon.store.contract import Store
+    from wadaemon.whatsapp.replay import ReplayTransport
 
 log = logging.getLogger("wadaemon.cli")
 
@@ -32,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay = commands.add_parser("replay", help="ingest a capture file through the live path")
     replay.add_argument("account")
     replay.add_argument("file", type=Path)
+    dead = commands.add_parser("deadletter", help="journal entries the store refused: list, or replay once fixed")
+    dead.add_argument("action", choices=["list", "replay"])
+    dead.add_argument("account")
     adopt = commands.add_parser("adopt", help="put right what the old backend wrote (a dry run unless --apply)")
     adopt.add_argument("--account", action="append", default=[], help="an account id (repeatable; default: all)")
     adopt.add_argument("--apply", action="store_true", help="write the changes (default: report only)")
@@ -54,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         exit_code: int = trio.run(run_demo, settings, args.accounts, args.messages, args.seconds)
         return exit_code
+    if args.command == "deadletter":
+        return _dead_letters(settings, args.action, args.account)
     if args.command == "adopt":
         return _adopt(settings, args.account, apply=args.apply, rate=args.rate, as_json=args.json)
     return _replay(settings, args.account, args.file)
@@ -152,8 +163,64 @@ class ReplayReport(msgspec.Struct, rename="camel"):
     pending_updates: int
 
 
-def _replay(settings: Settings, account_id: str, path: Path) -> int:
+async def drain(settings: Settings, store: Store, account_id: str, transport: ReplayTransport) -> AccountStatus:
+    """Run one account's pipeline (no HTTP) until ``transport`` has played everything and the
+    journal is drained, then stop; the account's final status."""
     from wadaemon.daemon import Daemon
+
+    daemon = Daemon(settings, store, [account_id], lambda _: transport, serve=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.run)
+        await trio.to_thread.run_sync(transport.finished.wait)
+        await daemon.accounts[account_id].wait_drained()
+        daemon.stop()
+    return daemon.board.account(account_id)
+
+
+class DeadLetterLine(msgspec.Struct, rename="camel"):
+    seq: int
+    event: str
+    bytes: int
+    received_ms: int
+    set_aside_ms: int
+    error: str
+
+
+def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
+    """``list``: one JSON line per dead letter. ``replay``: put them back in the journal and
+    drain it through the pipeline (stop the daemon running this account first: the journal has
+    one writer)."""
+    from wadaemon.journal import Journal
+    from wadaemon.store import open_store
+    from wadaemon.whatsapp.replay import ReplayTransport
+
+    path = settings.data_dir / "journal" / f"{account_id}.sqlite"
+    if not path.is_file():
+        print(f"wadaemon deadletter: no journal for {account_id} at {path}", file=sys.stderr)
+        return 2
+    journal = Journal(path, max_backlog=1 << 30)
+    try:
+        if action == "list":
+            for letter in journal.dead_letters():
+                print(msgspec.json.encode(DeadLetterLine(
+                    seq=letter.seq, event=letter.raw.name, bytes=len(letter.raw.data),
+                    received_ms=letter.received_ms, set_aside_ms=letter.set_aside_ms,
+                    error=letter.error)).decode())
+            return 0
+        restored = journal.restore_dead_letters()
+    finally:
+        journal.close()
+    store = open_store(settings)
+    try:
+        status = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
+    finally:
+        store.close()
+    print(msgspec.json.encode({"account": account_id, "restored": restored,
+                               "deadLetters": status.dead_letters}).decode())
+    return 1 if status.dead_letters else 0
+
+
+def _replay(settings: Settings, account_id: str, path: Path) -> int:
     from wadaemon.store import open_store
     from wadaemon.whatsapp.replay import ReplayTransport
 
@@ -162,20 +229,10 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
         return 2
     store = open_store(settings)
     transport = ReplayTransport(account_id, path)
-    daemon = Daemon(settings, store, [account_id], lambda _: transport, serve=False)
-
-    async def replay() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.run)
-            await trio.to_thread.run_sync(transport.finished.wait)
-            await daemon.accounts[account_id].wait_drained()
-            daemon.stop()
-
     try:
-        trio.run(replay)
+        status = trio.run(drain, settings, store, account_id, transport)
     finally:
         store.close()
-    status = daemon.board.account(account_id)
     report = ReplayReport(
         account=account_id, file=str(path), delivered=transport.delivered,
         skipped_lines=len(transport.bad_lines), messages_written=status.realtime_written,

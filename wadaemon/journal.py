@@ -28,6 +28,15 @@ Backpressure. The backlog (entries not yet done) is bounded by ``max_backlog``: 
 thread is exactly the backpressure whatsmeow expects; dropping would lose acknowledged messages.
 ``close`` turns a blocked (or later) ``append`` into ``JournalClosed`` so shutdown never hangs.
 
+Dead letters. An entry whose content the store refuses for good (a ``StoreError`` that is not
+``StoreUnavailable``: an id the backend cannot hold, a value it rejects) would otherwise be
+replayed after every pipeline restart, forever, and nothing behind it would land. The actors
+isolate such an entry and ``set_aside`` it: in one transaction it moves from ``entries`` to
+``dead_letters`` with the error and the time, in the same file, so it is as durable as before
+and never deleted by us. ``wadaemon deadletter list ACCOUNT`` shows them; ``wadaemon deadletter
+replay ACCOUNT`` (``restore_dead_letters``) puts them back in the queue, once the cause is
+fixed, with fresh seqs (at the end: they are late, and writes are idempotent anyway).
+
 Threads. ``append`` runs on a foreign thread, readers run in trio worker threads; all writes go
 through one connection under one lock (SQLite serialises writers anyway, so a second writing
 connection would only add busy-waiting), reads use a second connection, which WAL lets run
@@ -60,7 +69,15 @@ CREATE TABLE IF NOT EXISTS entries (
     name TEXT NOT NULL,
     data BLOB NOT NULL,
     received_ms INTEGER NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    received_ms INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    set_aside_ms INTEGER NOT NULL
+);
 """
 
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
@@ -89,6 +106,16 @@ class Entry(msgspec.Struct, frozen=True):
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """An entry set aside because the store refused its content for good."""
+
+    seq: int
+    raw: RawEvent
+    received_ms: int
+    error: str
+    set_aside_ms: int
 
 
 class Journal:
@@ -122,7 +149,7 @@ class Journal:
         self._writer = self._connect(synchronous)
         try:
             with self._guard():
-                self._writer.execute(_SCHEMA)
+                self._writer.executescript(_SCHEMA)
                 row = self._writer.execute(
                     "SELECT (SELECT count(*) FROM entries), coalesce("
                     "(SELECT seq FROM sqlite_sequence WHERE name = 'entries'), 0)"
@@ -237,6 +264,70 @@ class Journal:
             self._backlog -= removed
             self._changed.notify_all()
         return removed
+
+    def set_aside(self, seq: int, error: str) -> bool:
+        """Move entry ``seq`` to the dead letters with ``error`` (module docstring); False when
+        it is not pending (already done or already set aside)."""
+        with self._changed:
+            if self._closed:
+                raise JournalClosed(f"journal {self.path} is closed")
+            with self._guard():
+                self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    self._writer.execute(
+                        "INSERT OR IGNORE INTO dead_letters (seq, name, data, received_ms, error, set_aside_ms) "
+                        "SELECT seq, name, data, received_ms, ?, ? FROM entries WHERE seq = ?",
+                        (error, self._now_ms(), seq))
+                    removed = self._writer.execute("DELETE FROM entries WHERE seq = ?", (seq,)).rowcount
+                    self._writer.execute("COMMIT")
+                except BaseException:
+                    if self._writer.in_transaction:
+                        self._writer.execute("ROLLBACK")
+                    raise
+            self._backlog -= removed
+            self._changed.notify_all()
+        return removed > 0
+
+    def dead_letters(self) -> list[DeadLetter]:
+        with self._read_lock, self._guard():
+            self._check_open()
+            rows = self._reader.execute(
+                "SELECT seq, name, data, received_ms, error, set_aside_ms FROM dead_letters ORDER BY seq"
+            ).fetchall()
+        return [DeadLetter(seq=seq, raw=RawEvent(name, bytes(data)), received_ms=received, error=error,
+                           set_aside_ms=at) for seq, name, data, received, error, at in rows]
+
+    def dead_letter_count(self) -> int:
+        with self._read_lock, self._guard():
+            self._check_open()
+            return int(self._reader.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+    def restore_dead_letters(self) -> int:
+        """Put every dead letter back in the queue (new seqs, original ``received_ms``), in one
+        transaction. Returns how many."""
+        with self._changed:
+            if self._closed:
+                raise JournalClosed(f"journal {self.path} is closed")
+            with self._guard():
+                self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    moved = self._writer.execute(
+                        "INSERT INTO entries (name, data, received_ms) "
+                        "SELECT name, data, received_ms FROM dead_letters ORDER BY seq").rowcount
+                    self._writer.execute("DELETE FROM dead_letters")
+                    last = self._writer.execute(
+                        "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'entries'), 0)"
+                    ).fetchone()[0]
+                    self._writer.execute("COMMIT")
+                except BaseException:
+                    if self._writer.in_transaction:
+                        self._writer.execute("ROLLBACK")
+                    raise
+            self._backlog += moved
+            self._last_seq = int(last)
+            self._changed.notify_all()
+        self._notify()
+        return moved
 
     # -- observation ---------------------------------------------------------------------------
 
@@ -394,6 +485,13 @@ class JournalReader:
                 self.handed_out_upto = seen
                 continue
             await wakeup.wait()
+
+    async def set_aside(self, seq: int, error: str) -> bool:
+        """``Journal.set_aside`` in a thread."""
+        return await trio.to_thread.run_sync(self._journal.set_aside, seq, error)
+
+    def dead_letter_count(self) -> int:
+        return self._journal.dead_letter_count()
 
     async def mark_done(self, seqs: Iterable[int]) -> None:
         """Settle entries whose writes are committed (blocking SQLite work in a thread)."""

@@ -52,6 +52,27 @@ class AccountStatus(msgspec.Struct):
     rejected: int = 0
     capture_errors: int = 0
     last_error: str = ""
+    #: Journal entries set aside as dead letters (wadaemon.journal), and the last one's error.
+    dead_letters: int = 0
+    last_dead_letter: str = ""
+    #: Times the account's pipeline was restarted after a crash (a loop shows here and in /health).
+    pipeline_restarts: int = 0
+    pipeline_restarted_at_ms: int | None = None
+
+
+#: A pipeline restarted this recently (and more than once) is in a restart loop for /health.
+RESTART_LOOP_WINDOW_MS = 120_000
+
+
+def health_problems(accounts: list[AccountStatus], now_ms: int) -> list[str]:
+    """Why /health says ``degraded`` beyond the store ping: one line per account problem an
+    operator must act on (a pure rule over the status board, so it is tested without HTTP)."""
+    problems = []
+    for a in accounts:
+        restarted = a.pipeline_restarted_at_ms
+        if a.pipeline_restarts > 1 and restarted is not None and now_ms - restarted < RESTART_LOOP_WINDOW_MS:
+            problems.append(f"{a.account_id}: pipeline restarting ({a.pipeline_restarts} restarts): {a.last_error}"[:300])
+    return problems
 
 
 class DiagSnapshot(msgspec.Struct):

@@ -20,7 +20,7 @@ def test_health_ok_reports_store_and_uptime(serve: Serve, board: DaemonStatus) -
     assert reply.status == 200
     assert reply.headers.get_content_type() == "application/json"
     assert reply.json == {"status": "ok", "store": {"status": "ok", "backend": "fake"},
-                          "uptimeS": 65}
+                          "uptimeS": 65, "reasons": []}
 
 
 @pytest.mark.parametrize("failure", [False, StoreUnavailable("emulator gone")],

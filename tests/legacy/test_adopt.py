@@ -9,6 +9,7 @@ an uninterrupted one, and a document the daemon changes mid-run is re-read, not 
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -156,12 +157,10 @@ def test_a_run_killed_at_any_commit_and_run_again_ends_the_same(
     clean = snapshot(legacy_db.client)
     firestore_emulator.reset()
     g.write(legacy_db.client, g.scenario())
-    commits = 0
+    commits = itertools.count(1)
 
     def die(_: list[Any]) -> None:
-        nonlocal commits
-        commits += 1
-        if commits == kill_at:
+        if next(commits) == kill_at:
             raise Killed
 
     with pytest.raises(Killed):

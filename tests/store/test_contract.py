@@ -474,6 +474,18 @@ def test_ids_that_firestore_forbids_round_trip(store: Store, weird: str) -> None
     assert "acct/with%slash" in store.list_account_ids()
 
 
+def test_unstorable_document_id_is_a_store_error_not_unavailable(store: Store) -> None:
+    """A message id past Firestore's 1,500-byte document-id limit is bad data, refused the same
+    way by both backends: a ``StoreError`` that is not ``StoreUnavailable`` (never retried)."""
+    from wadaemon.store.contract import StoreError, StoreUnavailable
+
+    with pytest.raises(StoreError) as caught:
+        store.upsert_messages([message("x" * 1600, client_jid=PEER)])
+    assert not isinstance(caught.value, StoreUnavailable)
+    store.upsert_messages([message("m-ok", client_jid=PEER)])  # the store carries on
+    assert store.get_message(tid(), "m-ok") is not None
+
+
 def test_missing_documents_read_as_none(store: Store) -> None:
     assert store.get_message(tid(), "nope") is None
     assert store.get_thread(tid()) is None

@@ -421,3 +421,52 @@ def test_device_sent_wrapper_unwrapped() -> None:
     content = E.Message(deviceSentMessage=E.DeviceSentMessage(destinationJID=PN, message=P.text("mine")))
     event = one(inbound(content, from_me=True))
     assert (event.message_type, event.body, event.from_me) == ("text", "mine", True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ids and JIDs that cannot become document ids (hardening: a poison event wedged its account)
+# ---------------------------------------------------------------------------------------------
+
+GARBAGE_CHATS = ["garbage@", "@s.whatsapp.net", "123@unknown.server", "../../x@s.whatsapp.net",
+                 "1" * 40 + "@s.whatsapp.net", "12ab@lid", "x/y@g.us"]
+
+
+@pytest.mark.parametrize("chat", GARBAGE_CHATS)
+def test_garbage_chat_jid_rejected_with_reason(chat: str) -> None:
+    raw = P.message_event(chat=PN, sender=PN, message_id="3A01", content=P.text("x"), ts_ms=1)
+    user, _, server = chat.partition("@")
+    raw.Info.MessageSource.Chat.User, raw.Info.MessageSource.Chat.Server = user, server
+    event = one(raw)
+    assert isinstance(event, RejectedEvent) and ("JID" in event.reason or "without chat" in event.reason)
+
+
+@pytest.mark.parametrize("message_id", ["x" * 2000, "a/b", "3A 01", "ü"])
+def test_unusable_message_id_rejected(message_id: str) -> None:
+    event = one(P.message_event(chat=PN, sender=PN, message_id=message_id, content=P.text("x"), ts_ms=1))
+    assert isinstance(event, RejectedEvent) and "message id" in event.reason
+
+
+def test_receipt_keeps_usable_ids_and_reports_the_rest() -> None:
+    out = tr(P.receipt_event(chat=PN, sender=PN, message_ids=["3AOK", "y" * 2000], kind="READ", ts_s=1))
+    assert isinstance(out[0], ReceiptEvent) and out[0].message_ids == ("3AOK",)
+    assert isinstance(out[1], RejectedEvent)
+
+
+def test_history_chunk_leaves_out_bad_conversations_and_ids_and_keeps_the_rest() -> None:
+    good = P.conversation(PN, [P.web_message(chat=PN, message_id="3AGOOD", content=P.text("a"), ts_s=1),
+                               P.web_message(chat=PN, message_id="z" * 1600, content=P.text("b"), ts_s=2)])
+    bad = P.conversation("../../x@s.whatsapp.net",
+                         [P.web_message(chat=PN, message_id="3AB", content=P.text("c"), ts_s=3)])
+    out = tr(P.history_sync_event("FULL", [good, bad]))
+    chunk = out[-1]
+    assert isinstance(chunk, HistoryChunkEvent)
+    assert [m.message_id for c in chunk.conversations for m in c.messages] == ["3AGOOD"]
+    reasons = [e.reason for e in out if isinstance(e, RejectedEvent)]
+    assert len(reasons) == 2 and any("conversation left out" in r for r in reasons)
+
+
+def test_garbage_alternate_jid_is_ignored_not_learned() -> None:
+    raw = P.message_event(chat=LID, sender=LID, sender_alt=PN, message_id="3A02", content=P.text("x"), ts_ms=1)
+    raw.Info.MessageSource.SenderAlt.User = "../x"
+    event = one(raw)
+    assert isinstance(event, MessageEvent) and event.chat.alt_jid == ""

@@ -18,6 +18,7 @@ restarts; the socket is started last, so nothing is handed over before the pipel
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import trio
@@ -89,6 +90,7 @@ class AccountRuntime:
         self.journal = Journal(journal_dir / f"{account_id}.sqlite", max_backlog=JOURNAL_MAX_BACKLOG)
         self.reader = JournalReader(self.journal)
         status = board.account(account_id)
+        status.dead_letters = self.journal.dead_letter_count()
         capture = (CaptureWriter(settings.capture_dir / f"{account_id}.jsonl", label=account_id)
                    if settings.capture_dir is not None else None)
         self.sink = JournalSink(self.journal, capture, status)
@@ -108,11 +110,13 @@ class AccountRuntime:
             ledger=EntryLedger(self.reader.mark_done, on_progress=self._progressed),
         )
         self._progress = trio.Event()
+        self._pipeline_generations = 0
+        self._pipeline_tree = self._pipeline()
         self.supervisor = Supervisor(
             f"account:{account_id}",
             [
                 ChildSpec("status-writer", status_writer.run),
-                ChildSpec("pipeline", self._pipeline().run),
+                ChildSpec("pipeline", self._pipeline_tree.run),
                 ChildSpec("socket", self._run_socket),
             ],
             strategy="one_for_one",
@@ -138,8 +142,23 @@ class AccountRuntime:
             [ChildSpec("history", history), ChildSpec("realtime", realtime),
              ChildSpec("updates", updates), ChildSpec("dispatcher", dispatcher)],
             strategy="one_for_all",
-            on_start=ctx.open_channels,
+            on_start=self._pipeline_starting,
         )
+
+    def _pipeline_starting(self) -> None:
+        """Fresh channels for each generation; every generation after the first is a restart,
+        counted where /diag and /health see it."""
+        self.ctx.open_channels()
+        status = self.ctx.status
+        if self._pipeline_generations:
+            status.pipeline_restarts += 1
+            status.pipeline_restarted_at_ms = int(time.time() * 1000)
+            failed = [c.last_error for c in self._pipeline_tree.snapshot().children if c.last_error]
+            if failed:
+                status.last_error = f"pipeline restarted: {failed[0]}"[:500]
+            log.warning("[pipeline] accountId=%s restarted (%d restarts): %s",
+                        self.account_id, status.pipeline_restarts, status.last_error)
+        self._pipeline_generations += 1
 
     async def _run_socket(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await trio.to_thread.run_sync(self.transport.start, self.sink)

@@ -7,6 +7,7 @@ that a crashed pipeline does not leave half-consumed items behind: the journal r
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import trio
@@ -18,6 +19,8 @@ from wadaemon.identity import IdentityResolver
 from wadaemon.journal import JournalReader
 from wadaemon.status import AccountStatus
 from wadaemon.store.runner import StoreRunner
+
+log = logging.getLogger("wadaemon.account")
 
 CHANNEL_DEPTH = 1000
 
@@ -60,6 +63,17 @@ class AccountContext:
         """Tell the update applier these messages are stored: updates waiting for them apply."""
         self.committed_in_flight += 1
         await self.updates_send.send(Committed(keys))
+
+    async def set_aside(self, seq: int, error: str) -> None:
+        """The store refused entry ``seq``'s content for good: move it to the journal's dead
+        letters (``wadaemon.journal``), so everything behind it flows on."""
+        if await self.reader.set_aside(seq, error):
+            self.status.dead_letters += 1
+            log.error("[dead-letter] accountId=%s seq=%d set aside (replay with `wadaemon deadletter "
+                      "replay %s` once fixed): %s", self.account_id, seq, self.account_id, error)
+        self.status.last_dead_letter = error
+        self.ledger.forget(seq)
+        self.ledger.notify()
 
     def open_channels(self) -> None:
         """Fresh channels for a (re)started pipeline. History chunks are large: depth 2 keeps

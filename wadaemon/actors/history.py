@@ -14,7 +14,7 @@ from functools import partial
 import trio
 
 from wadaemon.actors.context import AccountContext
-from wadaemon.actors.retry import retry_store
+from wadaemon.actors.retry import write_isolating
 from wadaemon.actors.work import HistoryWork
 from wadaemon.domain import AccountDoc, HistorySyncResult, ms_to_datetime
 from wadaemon.records import summarise
@@ -35,20 +35,31 @@ async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
     started = time.monotonic()
     saved = 0
     unchanged = work.skipped
+    docs = work.docs
+    refused: list[str] = []
     if not dry_run:
-        result = await retry_store(ctx, "history-sync", partial(ctx.runner.write, ctx.account_id, store.upsert_messages, work.docs))
-        saved, unchanged = result.written, unchanged + result.unchanged
-        summaries = summarise(work.docs, names=work.names, groups=work.groups)
+        results, bad = await write_isolating(ctx, "history-sync", docs, partial(
+            ctx.runner.write, ctx.account_id, store.upsert_messages))
+        saved = sum(r.written for r in results)
+        unchanged += sum(r.unchanged for r in results)
+        if bad:
+            poisoned = {id(doc) for doc, _ in bad}
+            docs = [doc for doc in docs if id(doc) not in poisoned]
+            refused += [f"message {doc.id}: {error}" for doc, error in bad]
+        summaries = summarise(docs, names=work.names, groups=work.groups)
         if summaries:
-            await retry_store(ctx, "history-sync", lambda: ctx.runner.write(ctx.account_id, store.advance_threads, summaries))
+            _, bad_summaries = await write_isolating(ctx, "history-sync", summaries, partial(
+                ctx.runner.write, ctx.account_id, store.advance_threads))
+            refused += [f"thread {s.client_jid}: {error}" for s, error in bad_summaries]
     else:
-        saved = len(work.docs)
+        saved = len(docs)
     progress.chunks += 1
     progress.last_sync_type = work.sync_type
     progress.last_chunk_order = work.chunk_order
     progress.progress = work.progress
     progress.saved += saved
     progress.skipped += unchanged
+    progress.errors += len(refused)
     progress.total += len(work.docs) + work.skipped
     now_ms = int(time.time() * 1000)
     ctx.status_writer.post(AccountDoc(
@@ -65,5 +76,7 @@ async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
         len(work.docs), saved, unchanged, dry_run, int((time.monotonic() - started) * 1000),
     )
     if not dry_run:
-        await ctx.announce_committed({(d.thread_id, d.id) for d in work.docs})
+        await ctx.announce_committed({(d.thread_id, d.id) for d in docs})
+    if refused:  # the rest of the chunk landed; the raw chunk waits as a dead letter
+        await ctx.set_aside(work.seq, f"{len(refused)} refused, first {refused[0]}"[:500])
     await ctx.ledger.settle([work.seq])

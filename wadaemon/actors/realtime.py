@@ -20,10 +20,11 @@ from functools import partial
 import trio
 
 from wadaemon.actors.context import AccountContext
-from wadaemon.actors.retry import retry_store
+from wadaemon.actors.retry import retry_store, write_isolating
 from wadaemon.actors.work import MergeWork, MessageWork, RealtimeItem
 from wadaemon.domain import AccountDoc, MessageDoc, ms_to_datetime
 from wadaemon.records import summarise
+from wadaemon.store.contract import StoreError, StoreUnavailable
 
 log = logging.getLogger("wadaemon.realtime")
 
@@ -93,8 +94,14 @@ async def _commit(ctx: AccountContext, batch: list[RealtimeItem], buffer: _Summa
     store = ctx.runner.store
     merges = [item for item in batch if isinstance(item, MergeWork)]
     for merge in merges:
-        moved = await retry_store(ctx, "realtime", partial(
-            ctx.runner.write, ctx.account_id, store.merge_threads, ctx.account_id, merge.mapping.lid, merge.mapping.pn))
+        try:
+            moved = await retry_store(ctx, "realtime", partial(
+                ctx.runner.write, ctx.account_id, store.merge_threads, ctx.account_id, merge.mapping.lid, merge.mapping.pn))
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            await ctx.set_aside(merge.seq, f"merge {merge.mapping.lid}: {type(exc).__name__}: {exc}"[:500])
+            continue
         log.info("[identity] accountId=%s merged lid=%s into=%s moved=%d",
                  ctx.account_id, merge.mapping.lid, merge.mapping.pn, moved)
     if merges:
@@ -103,7 +110,20 @@ async def _commit(ctx: AccountContext, batch: list[RealtimeItem], buffer: _Summa
     if not messages:
         return
     docs = _dedupe([m.doc for m in messages])
-    await retry_store(ctx, "realtime", lambda: ctx.runner.write(ctx.account_id, store.upsert_messages, docs))
+    _, refused = await write_isolating(ctx, "realtime", docs, partial(
+        ctx.runner.write, ctx.account_id, store.upsert_messages))
+    if refused:
+        bad_keys = {(doc.thread_id, doc.id): error for doc, error in refused}
+        for m in messages:
+            error = bad_keys.get((m.doc.thread_id, m.doc.id))
+            if error is not None:
+                log.info("[realtime] accountId=%s remoteJid=%s msg=%s ts=%d type=%s writeOK=false",
+                         ctx.account_id, m.doc.client_jid, m.doc.id, m.doc.ts_client_ms, m.doc.message_type)
+                await ctx.set_aside(m.seq, f"message {m.doc.id}: {error}")
+        messages = [m for m in messages if (m.doc.thread_id, m.doc.id) not in bad_keys]
+        docs = [doc for doc in docs if (doc.thread_id, doc.id) not in bad_keys]
+        if not docs:
+            return
     now_ms = int(time.time() * 1000)
     newest = max(doc.ts_client_ms for doc in docs)
     ctx.status.realtime_written += len(docs)
@@ -125,8 +145,13 @@ async def _flush_summaries(ctx: AccountContext, buffer: _SummaryBuffer) -> None:
     docs = [doc for per_thread in buffer.docs.values() for doc in per_thread]
     summaries = summarise(docs)
     if summaries:
-        await retry_store(ctx, "realtime", lambda: ctx.runner.write(
-            ctx.account_id, ctx.runner.store.advance_threads, summaries))
+        # A summary the store refuses is derived data (its messages are stored; thread repair
+        # recomputes it): logged, not a reason to hold the entries.
+        _, refused = await write_isolating(ctx, "realtime", summaries, partial(
+            ctx.runner.write, ctx.account_id, ctx.runner.store.advance_threads))
+        for summary, error in refused:
+            log.error("[realtime] accountId=%s summary of %s refused by the store: %s",
+                      ctx.account_id, summary.client_jid, error)
     seqs = buffer.seqs
     buffer.docs, buffer.seqs = {}, []
     buffer.last_flush = trio.current_time()

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from functools import partial
 
 import trio
 
 from wadaemon.actors.context import AccountContext
-from wadaemon.actors.retry import retry_store
+from wadaemon.actors.retry import write_isolating
 from wadaemon.actors.work import Committed, UpdateWork
 from wadaemon.domain import MessageMutation, ReceiptUpdate
 
@@ -76,9 +77,19 @@ async def run_update_applier(ctx: AccountContext, *, task_status: trio.TaskStatu
 async def _apply_new(ctx: AccountContext, pending: _Pending, work: list[UpdateWork]) -> None:
     receipts = [r for w in work for r in w.receipts]
     mutations = [m for w in work for m in w.mutations]
-    missing_receipts, missing_mutations = await _apply(ctx, receipts, mutations)
+    missing_receipts, missing_mutations, refused = await _apply(ctx, receipts, mutations)
     missing_keys = {(r.thread_id, r.message_id) for r in missing_receipts} | {
         (m.thread_id, m.message_id) for m in missing_mutations}
+    if refused:
+        kept = []
+        for w in work:
+            keys = {(r.thread_id, r.message_id) for r in w.receipts} | {(m.thread_id, m.message_id) for m in w.mutations}
+            errors = [refused[k] for k in keys if k in refused]
+            if errors:
+                await ctx.set_aside(w.seq, errors[0])
+            else:
+                kept.append(w)
+        work = kept
     for r in missing_receipts:
         pending.receipts[(r.thread_id, r.message_id)].append(r)
     for m in missing_mutations:
@@ -100,7 +111,12 @@ async def _retry_pending(ctx: AccountContext, pending: _Pending, committed: set[
         return
     receipts = [r for key in ready for r in pending.receipts.pop(key, [])]
     mutations = [m for key in ready for m in pending.mutations.pop(key, [])]
-    missing_receipts, missing_mutations = await _apply(ctx, receipts, mutations)
+    missing_receipts, missing_mutations, refused = await _apply(ctx, receipts, mutations)
+    for seq, (waiting, _received) in list(pending.entries.items()):
+        errors = [refused[k] for k in waiting if k in refused]
+        if errors:
+            del pending.entries[seq]
+            await ctx.set_aside(seq, errors[0])
     for r in missing_receipts:  # committed but not readable yet: keep waiting
         pending.receipts[(r.thread_id, r.message_id)].append(r)
     for m in missing_mutations:
@@ -136,16 +152,23 @@ async def _release_keys(ctx: AccountContext, pending: _Pending, keys: set[Key]) 
 
 async def _apply(
     ctx: AccountContext, receipts: list[ReceiptUpdate], mutations: list[MessageMutation]
-) -> tuple[list[ReceiptUpdate], list[MessageMutation]]:
+) -> tuple[list[ReceiptUpdate], list[MessageMutation], dict[Key, str]]:
+    """Apply what can be; returns the updates whose message is missing, and the keys whose
+    update the store refused for good (with the error: their entries become dead letters)."""
     store = ctx.runner.store
     missing_receipts: list[ReceiptUpdate] = []
     missing_mutations: list[MessageMutation] = []
+    refused: dict[Key, str] = {}
     if receipts:
-        missing_receipts = await retry_store(ctx, "receipts", lambda: ctx.runner.write(
-            ctx.account_id, store.apply_receipts, receipts))
-        ctx.status.receipts_applied += len(receipts) - len(missing_receipts)
+        results, bad = await write_isolating(ctx, "receipts", receipts, partial(
+            ctx.runner.write, ctx.account_id, store.apply_receipts))
+        missing_receipts = [r for result in results for r in result]
+        refused.update(((r.thread_id, r.message_id), error) for r, error in bad)
+        ctx.status.receipts_applied += len(receipts) - len(missing_receipts) - len(bad)
     if mutations:
-        missing_mutations = await retry_store(ctx, "realtime", lambda: ctx.runner.write(
-            ctx.account_id, store.apply_mutations, mutations))
-        ctx.status.mutations_applied += len(mutations) - len(missing_mutations)
-    return missing_receipts, missing_mutations
+        m_results, m_bad = await write_isolating(ctx, "realtime", mutations, partial(
+            ctx.runner.write, ctx.account_id, store.apply_mutations))
+        missing_mutations = [m for result in m_results for m in result]
+        refused.update(((m.thread_id, m.message_id), error) for m, error in m_bad)
+        ctx.status.mutations_applied += len(mutations) - len(missing_mutations) - len(m_bad)
+    return missing_receipts, missing_mutations, refused

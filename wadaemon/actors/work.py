@@ -83,6 +83,10 @@ class EntryLedger:
     def outstanding(self) -> int:
         return len(self._outstanding)
 
+    def forget(self, seq: int) -> None:
+        """Stop counting ``seq``'s pieces (it was set aside); later settles of it are harmless."""
+        self._outstanding.pop(seq, None)
+
     def reset(self) -> None:
         """Forget in-flight work (the pipeline restarts and the journal replays it)."""
         self._outstanding.clear()

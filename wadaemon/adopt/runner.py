@@ -28,9 +28,12 @@ the threads as they are before the moves of phase 2 (its counts are an estimate)
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -55,7 +58,7 @@ log = logging.getLogger("wadaemon.adopt")
 
 PHASES = ("account", "threads", "summaries", "done")
 #: Attempts at one unit whose commit kept being refused because the daemon changed it.
-UNIT_ATTEMPTS = 5
+UNIT_ATTEMPTS = 8
 #: Example document paths kept per kind of fix in the report.
 SAMPLES = 3
 
@@ -87,6 +90,17 @@ class AccountReport(msgspec.Struct, kw_only=True, rename="camel"):
     samples: dict[str, list[str]] = msgspec.field(default_factory=dict)
     resumed_from: str = ""
     done: bool = False
+
+    def absorb(self, part: AccountReport) -> None:
+        """Add the counts of one unit's report (units run concurrently, each with its own)."""
+        self.threads_scanned += part.threads_scanned
+        self.messages_scanned += part.messages_scanned
+        self.writes += part.writes
+        self.conflicts += part.conflicts
+        for kind, n in part.fixes.items():
+            self.fixes[kind] = self.fixes.get(kind, 0) + n
+            kept = self.samples.setdefault(kind, [])
+            kept.extend(part.samples.get(kind, [])[: SAMPLES - len(kept)])
 
     def count(self, kind: str, path: str, n: int = 1) -> None:
         self.fixes[kind] = self.fixes.get(kind, 0) + n
@@ -124,16 +138,19 @@ class TokenBucket:
         self._clock, self._sleep = clock, sleep
         self._tokens = rate
         self._at = clock()
+        self._lock = threading.Lock()
 
     def take(self, n: int) -> None:
         if self.rate <= 0 or n <= 0:
             return
-        now = self._clock()
-        self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        self._tokens -= n
-        if self._tokens < 0:
-            self._sleep(-self._tokens / self.rate)
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            self._tokens -= n
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait:
+            self._sleep(wait)
 
 
 class Checkpoint(msgspec.Struct, kw_only=True, rename="camel"):
@@ -153,6 +170,7 @@ class Adopter:
         lid_map: Callable[[str], Mapping[str, str]] = lambda _: {},
         rate: float = 500.0,
         page: int = 50,
+        workers: int = 4,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -164,6 +182,8 @@ class Adopter:
         self._lid_map = lid_map
         self._bucket = TokenBucket(rate, clock=clock, sleep=sleep)
         self._page = page
+        self._workers = max(1, workers)
+        self._sleep = sleep
         self._now = now
         self._clock = clock
         self._progress = progress
@@ -204,13 +224,16 @@ class Adopter:
             return Checkpoint()
         return msgspec.convert(doc.fields, Checkpoint, strict=False)
 
-    def _retrying(self, report: AccountReport, unit: Callable[[], None]) -> None:
-        for _ in range(UNIT_ATTEMPTS):
+    def _retrying(self, report: AccountReport, unit: Callable[[int], None]) -> None:
+        """Run ``unit(attempt)`` until no commit of it is refused. Attempt 0 may plan from the
+        snapshots it was handed; later attempts re-read everything."""
+        for attempt in range(UNIT_ATTEMPTS):
             try:
-                unit()
+                unit(attempt)
                 return
             except Conflict:
                 report.conflicts += 1
+                self._sleep(0.02 * report.conflicts)
                 log.info("[adopt] accountId=%s a document changed while adopting it: re-reading", report.account_id)
         raise StoreError(f"adopt {report.account_id}: documents kept changing under {UNIT_ATTEMPTS} attempts")
 
@@ -228,33 +251,41 @@ class Adopter:
         total = self.legacy.count_threads(account_id)
         lid_map = dict(self._lid_map(account_id))
         if checkpoint.phase == "account":
-            self._retrying(report, lambda: self._adopt_account_doc(report, account_id))
+            self._retrying(report, lambda _: self._adopt_account_doc(report, account_id))
             checkpoint = Checkpoint(phase="threads")
             self._save_checkpoint(account_id, checkpoint)
         for phase in ("threads", "summaries"):
             if checkpoint.phase != phase:
                 continue
             done = 0
-            for page in self.legacy.threads(account_id, after=checkpoint.cursor, page=self._page):
-                self._bucket.take(len(page))
-                for thread in page:
-                    if phase == "threads":
-                        report.threads_scanned += 1
-                        self._adopt_thread(report, account_id, thread, lid_map)
-                    else:
-                        self._retrying(report, lambda t=thread: self._fix_summary(report, t))  # type: ignore[misc]
-                    done += 1
-                    if self._progress is not None:
-                        self._progress(Progress(
-                            account_id=account_id, phase=phase, threads_done=done, threads_total=total,
-                            documents=report.messages_scanned + report.threads_scanned,
-                            writes=report.writes, elapsed_s=self._clock() - started))
-                checkpoint = Checkpoint(phase=phase, cursor=page[-1].path.rsplit("/", 1)[1])
-                self._save_checkpoint(account_id, checkpoint)
+            with ThreadPoolExecutor(self._workers, thread_name_prefix="adopt") as pool:
+                for page in self.legacy.threads(account_id, after=checkpoint.cursor, page=self._page):
+                    self._bucket.take(len(page))
+                    work = partial(self._unit, phase, account_id, lid_map)
+                    for part in pool.map(work, page):
+                        report.absorb(part)
+                        done += 1
+                        if self._progress is not None:
+                            self._progress(Progress(
+                                account_id=account_id, phase=phase, threads_done=done, threads_total=total,
+                                documents=report.messages_scanned + report.threads_scanned,
+                                writes=report.writes, elapsed_s=self._clock() - started))
+                    checkpoint = Checkpoint(phase=phase, cursor=page[-1].path.rsplit("/", 1)[1])
+                    self._save_checkpoint(account_id, checkpoint)
             checkpoint = Checkpoint(phase=PHASES[PHASES.index(phase) + 1])
             self._save_checkpoint(account_id, checkpoint, finished=checkpoint.phase == "done")
         report.done = True
         return report
+
+    def _unit(self, phase: str, account_id: str, lid_map: Mapping[str, str], thread: RawDoc) -> AccountReport:
+        """One thread's work in ``phase``, counted in a report of its own."""
+        part = AccountReport(account_id=account_id, applied=self.apply)
+        if phase == "threads":
+            part.threads_scanned = 1
+            self._adopt_thread(part, account_id, thread, lid_map)
+        else:
+            self._retrying(part, lambda attempt: self._fix_summary(part, thread, reread=attempt > 0))
+        return part
 
     # -- phase 1 ----------------------------------------------------------------------------
     def _adopt_account_doc(self, report: AccountReport, account_id: str) -> None:
@@ -281,7 +312,7 @@ class Adopter:
             return
         target_tid = f"{account_id}__{target_jid}"
 
-        def unit() -> None:
+        def unit(attempt: int) -> None:
             for page in self.legacy.messages(thread.path, page=self._page):
                 self._bucket.take(len(page))
                 report.messages_scanned += len(page)
@@ -290,7 +321,7 @@ class Adopter:
                 own_jid = rules.jid_of_thread_id(account_id, thread_id)
                 self._merge_thread_doc(report, account_id, thread.path, own_jid, target_tid, target_jid)
             else:
-                self._conform_thread_doc(report, account_id, thread.path, target_jid)
+                self._conform_thread_doc(report, account_id, thread, target_jid, reread=attempt > 0)
 
         self._retrying(report, unit)
 
@@ -404,8 +435,10 @@ class Adopter:
         report.count("merge_thread", source.path)
         self._commit(report, writes)
 
-    def _conform_thread_doc(self, report: AccountReport, account_id: str, path: str, jid: str) -> None:
-        doc = self._get([path])[path]
+    def _conform_thread_doc(self, report: AccountReport, account_id: str, thread: RawDoc, jid: str, *,
+                            reread: bool) -> None:
+        path = thread.path
+        doc = self._get([path])[path] if reread else thread
         if not doc.exists:
             return
         change = rules.delta(doc.fields, rules.conform_thread(doc.fields, account_id=account_id, client_jid=jid))
@@ -415,8 +448,8 @@ class Adopter:
                                            deleted=change.deleted, expect=doc.version)])
 
     # -- phase 3 ----------------------------------------------------------------------------
-    def _fix_summary(self, report: AccountReport, thread: RawDoc) -> None:
-        current = self._get([thread.path])[thread.path]
+    def _fix_summary(self, report: AccountReport, thread: RawDoc, *, reread: bool) -> None:
+        current = self._get([thread.path])[thread.path] if reread else thread
         if not current.exists:
             return
         newest = self.legacy.newest_messages(thread.path, limit=1)

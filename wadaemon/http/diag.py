@@ -86,6 +86,10 @@ class DiagAccount(msgspec.Struct, rename="camel"):
     rejected: int
     capture_errors: int
     last_error: str
+    dead_letters: int
+    last_dead_letter: str
+    pipeline_restarts: int
+    pipeline_restarted_at_ms: int | None
 
 
 class SupervisionNode(msgspec.Struct, rename="camel"):

@@ -1,7 +1,9 @@
 """``GET /health`` (liveness) and ``GET /ready`` (readiness), SPEC §5.
 
 /health answers 200 whenever the HTTP thread is alive — that *is* the liveness signal — and
-says ``degraded`` when the store does not answer a ping within the store timeout: a store
+says ``degraded`` when the store does not answer a ping within the store timeout, or when an
+account needs an operator (``reasons``: a pipeline in a restart loop, events held because the
+journal refuses appends, a quarantined journal; ``wadaemon.status.health_problems``): a store
 outage is something to see, not a reason for a supervisor (systemd, k8s) to restart us, since
 the daemon keeps ingesting into its journal and catches up when the store returns.
 
@@ -19,7 +21,7 @@ from aiohttp import web
 
 from wadaemon.http.context import context_of
 from wadaemon.http.responses import json_response
-from wadaemon.status import Mode
+from wadaemon.status import Mode, health_problems
 
 routes = web.RouteTableDef()
 
@@ -34,6 +36,8 @@ class HealthBody(msgspec.Struct, rename="camel"):
     store: StoreHealth
     #: Whole seconds since the daemon started (``DaemonStatus.started_at_ms``).
     uptime_s: int
+    #: Why it is degraded besides the store (``wadaemon.status.health_problems``).
+    reasons: list[str] = []
 
 
 class ReadyBody(msgspec.Struct, rename="camel"):
@@ -46,11 +50,14 @@ class ReadyBody(msgspec.Struct, rename="camel"):
 async def health(request: web.Request) -> web.Response:
     context = context_of(request)
     store_ok = await context.store.reachable()
-    uptime_ms = int(context.clock() * 1000) - context.status.started_at_ms
+    now_ms = int(context.clock() * 1000)
+    uptime_ms = now_ms - context.status.started_at_ms
+    reasons = health_problems(context.status.snapshot().accounts, now_ms)
     return json_response(HealthBody(
-        status="ok" if store_ok else "degraded",
+        status="ok" if store_ok and not reasons else "degraded",
         store=StoreHealth(status="ok" if store_ok else "down", backend=context.store.backend),
         uptime_s=max(uptime_ms, 0) // 1000,
+        reasons=reasons,
     ))
 
 

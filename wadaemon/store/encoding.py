@@ -8,10 +8,15 @@ from typing import Any, TypeVar
 import msgspec
 
 from wadaemon.domain import Doc
+from wadaemon.store.contract import StoreError
 
 D = TypeVar("D", bound=Doc)
 
 _RESERVED = (".", "..")
+
+#: Firestore's limit on a document id (UTF-8 bytes); the SQLite store keeps the same rule, so a
+#: document that one backend refuses is refused by both, the same way (a ``StoreError``).
+MAX_DOC_ID_BYTES = 1500
 
 
 def escape_doc_id(raw: str) -> str:
@@ -22,6 +27,9 @@ def escape_doc_id(raw: str) -> str:
     escaped = raw.replace("%", "%25").replace("/", "%2F")
     if escaped in _RESERVED or (escaped.startswith("__") and escaped.endswith("__")):
         escaped = "%" + escaped
+    size = len(escaped.encode("utf-8", "surrogatepass"))
+    if size > MAX_DOC_ID_BYTES:
+        raise StoreError(f"document id of {size} bytes (at most {MAX_DOC_ID_BYTES})")
     return escaped
 
 

@@ -23,7 +23,9 @@ log = logging.getLogger("wadaemon.replay")
 
 
 class ReplayTransport:
-    def __init__(self, account_id: str, path: Path) -> None:
+    """Plays ``path`` (None: nothing, for draining what is already journaled)."""
+
+    def __init__(self, account_id: str, path: Path | None) -> None:
         self.account_id = account_id
         self.path = path
         self.delivered = 0
@@ -39,6 +41,9 @@ class ReplayTransport:
         self._thread.start()
 
     def _play(self, sink: RawEventSink) -> None:
+        if self.path is None:
+            self.finished.set()
+            return
         try:
             with self.path.open("r", encoding="utf-8") as lines:
                 for number, line in enumerate(lines, start=1):

@@ -33,11 +33,21 @@ Choices made here (and why):
   our own JID): ``sender.jid`` is "" there.
 * ``ReactionEvent.sender_jid`` is the phone-number form when the event carried it (the reactor
   map is keyed by canonical sender, and nothing downstream resolves that field).
+* Ids and JIDs are validated here, at the edge, because they become document ids: one id
+  longer than Firestore allows (1,500 bytes) or with a ``/`` in it is an error no retry fixes,
+  and before this check such a message wedged its account's journal. WhatsApp's own values are
+  short and plain (ids are ~20-32 hex/alphanumeric characters; users are digits, groups
+  digits and dashes), so ``MAX_ID_LEN`` leaves a wide margin and the character sets are the ones
+  WhatsApp uses. A message with a bad id or chat is rejected with the reason; a bad *alternate*
+  JID is only ignored (the message stands on its primary JID); inside a history chunk the bad
+  conversations and messages are left out and one rejection per conversation says so, while the
+  rest of the chunk lands.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -165,11 +175,56 @@ def translate_many(account_id: str, raws: Iterable[RawEvent]) -> Iterator[WhatsA
 # --------------------------------------------------------------------------------------------
 
 
+#: Longest message id accepted (WhatsApp's are ~20-32 characters; Firestore allows 1,500 bytes).
+MAX_ID_LEN = 128
+
+_ID_RE = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_ID_LEN}}}")
+_DIGITS_RE = re.compile(r"[0-9]{1,32}")
+#: User part per server: digits for people and bots, digits and dashes for (old-style) groups,
+#: a plain word for ``status@broadcast`` and broadcast lists.
+_USER_RES: dict[str, re.Pattern[str]] = {
+    "s.whatsapp.net": _DIGITS_RE,
+    "lid": _DIGITS_RE,
+    "bot": _DIGITS_RE,
+    "newsletter": _DIGITS_RE,
+    "g.us": re.compile(r"[0-9][0-9-]{0,63}"),
+    "broadcast": re.compile(r"[A-Za-z0-9]{1,32}"),
+}
+
+
+def id_problem(message_id: str) -> str:
+    """Why ``message_id`` cannot be a message id ("" when it can)."""
+    if _ID_RE.fullmatch(message_id):
+        return ""
+    if not message_id:
+        return "empty message id"
+    if len(message_id) > MAX_ID_LEN:
+        return f"message id of {len(message_id)} characters (at most {MAX_ID_LEN})"
+    return "message id with characters WhatsApp does not use"
+
+
+def jid_problem(jid: str) -> str:
+    """Why a normalised ``user@server`` is not a WhatsApp JID ("" when it is)."""
+    user, at, server = jid.partition("@")
+    if not at:
+        return "JID without @"
+    pattern = _USER_RES.get(server)
+    if pattern is None:
+        return f"JID on unknown server {server[:40]!r}"
+    if not pattern.fullmatch(user):
+        return f"malformed JID user part on {server}"
+    return ""
+
+
 def jid_str(pb: Any) -> str:
     """``neonize.JID`` -> ``user@server`` (device and agent dropped); "" for an empty JID."""
     if pb.IsEmpty or not pb.User:
         return ""
     return normalise_jid(f"{pb.User}@{pb.Server}")
+
+
+def _valid_or_empty(jid: str) -> str:
+    return jid if jid and not jid_problem(jid) else ""
 
 
 def _server(jid: str) -> str:
@@ -182,6 +237,8 @@ def is_thread_jid(jid: str) -> bool:
 
 def other_form(jid: str, candidate: str) -> str:
     """``candidate`` when it is the other identity form of ``jid`` (LID <-> phone number)."""
+    if jid_problem(candidate):
+        return ""
     if (is_lid(jid) and is_pn(candidate)) or (is_pn(jid) and is_lid(candidate)):
         return candidate
     return ""
@@ -293,13 +350,20 @@ def _message(account_id: str, event: Any) -> list[WhatsAppEvent]:
     chat, sender, is_group = _addresses(info.MessageSource)
     if not chat.jid or not info.ID:
         return [RejectedEvent(account_id, "Message", "message without chat or id")]
+    problem = jid_problem(chat.jid) or id_problem(info.ID)
+    if problem:
+        return [RejectedEvent(account_id, "Message", problem)]
     if not is_thread_jid(chat.jid):
         return _drop("message", chat.jid)
+    if sender.jid and jid_problem(sender.jid):
+        return [RejectedEvent(account_id, "Message", f"sender: {jid_problem(sender.jid)}")]
     message = unwrap(event.Message)
     from_me = info.MessageSource.IsFromMe
     ts_ms = int(info.Timestamp)
     if message.HasField("protocolMessage"):
         proto = message.protocolMessage
+        if proto.type in (E.ProtocolMessage.MESSAGE_EDIT, E.ProtocolMessage.REVOKE) and id_problem(proto.key.ID):
+            return [RejectedEvent(account_id, "Message", f"target: {id_problem(proto.key.ID)}")]
         if proto.type == E.ProtocolMessage.MESSAGE_EDIT:
             return [EditEvent(account_id, chat, proto.key.ID, text_of(proto.editedMessage), ts_ms)]
         if proto.type == E.ProtocolMessage.REVOKE:
@@ -308,6 +372,8 @@ def _message(account_id: str, event: Any) -> list[WhatsAppEvent]:
         return [RejectedEvent(account_id, "Message", f"edit {info.ID} without an edit protocolMessage")]
     if message.HasField("reactionMessage"):
         react = message.reactionMessage
+        if id_problem(react.key.ID):
+            return [RejectedEvent(account_id, "Message", f"reaction target: {id_problem(react.key.ID)}")]
         reactor = sender.alt_jid if is_pn(sender.alt_jid) else sender.jid
         return [ReactionEvent(account_id, chat, react.key.ID, reactor, react.text,
                               int(react.senderTimestampMS) or ts_ms)]
@@ -333,9 +399,16 @@ def _receipt(account_id: str, event: Any) -> list[WhatsAppEvent]:
     chat, _, _ = _addresses(source)
     if not chat.jid:
         return [RejectedEvent(account_id, "Receipt", "receipt without chat")]
+    if jid_problem(chat.jid):
+        return [RejectedEvent(account_id, "Receipt", jid_problem(chat.jid))]
     if not is_thread_jid(chat.jid):
         return _drop("receipt", chat.jid)
-    return [ReceiptEvent(account_id, chat, tuple(event.MessageIDs), kind, int(event.Timestamp) * 1000)]
+    ids = tuple(mid for mid in event.MessageIDs if not id_problem(mid))
+    if len(ids) < len(event.MessageIDs):
+        rejected: list[WhatsAppEvent] = [RejectedEvent(
+            account_id, "Receipt", f"{len(event.MessageIDs) - len(ids)} unusable message ids")]
+        return [ReceiptEvent(account_id, chat, ids, kind, int(event.Timestamp) * 1000), *rejected] if ids else rejected
+    return [ReceiptEvent(account_id, chat, ids, kind, int(event.Timestamp) * 1000)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,12 +423,13 @@ def _history(account_id: str, event: Any) -> list[WhatsAppEvent]:
     for pair in data.phoneNumberToLidMappings:
         _add_mapping(mappings, normalise_jid(pair.lidJID), normalise_jid(pair.pnJID))
     conversations = []
+    rejected: list[WhatsAppEvent] = []
     for conv in data.conversations:
-        converted = _conversation(account_id, conv, source, mappings)
+        converted = _conversation(account_id, conv, source, mappings, rejected)
         if converted is not None:
             conversations.append(converted)
     pushnames = tuple((normalise_jid(p.ID), p.pushname) for p in data.pushnames if p.ID and p.pushname)
-    return [HistoryChunkEvent(
+    return [*rejected, HistoryChunkEvent(
         account_id=account_id,
         sync_type=H.HistorySync.HistorySyncType.Name(data.syncType),
         chunk_order=int(data.chunkOrder), progress=int(data.progress),
@@ -366,27 +440,40 @@ def _history(account_id: str, event: Any) -> list[WhatsAppEvent]:
 
 
 def _add_mapping(mappings: dict[str, str], lid: str, pn: str) -> None:
-    if is_lid(lid) and is_pn(pn):
+    if is_lid(lid) and is_pn(pn) and not (jid_problem(lid) or jid_problem(pn)):
         mappings[lid] = pn
 
 
-def _conversation(account_id: str, conv: Any, source: SyncSource,
-                  mappings: dict[str, str]) -> HistoryConversation | None:
+def _conversation(account_id: str, conv: Any, source: SyncSource, mappings: dict[str, str],
+                  rejected: list[WhatsAppEvent]) -> HistoryConversation | None:
     chat_jid = normalise_jid(conv.ID)
+    problem = jid_problem(chat_jid)
+    if problem:
+        rejected.append(RejectedEvent(account_id, "HistorySync",
+                                      f"conversation left out ({len(conv.messages)} messages): {problem}"))
+        return None
     if not is_thread_jid(chat_jid):
         log.debug("[translate] dropped history conversation %s (%d messages)", chat_jid, len(conv.messages))
         return None
-    pn, lid = normalise_jid(conv.pnJID), normalise_jid(conv.lidJID)
+    pn, lid = _valid_or_empty(normalise_jid(conv.pnJID)), _valid_or_empty(normalise_jid(conv.lidJID))
     _add_mapping(mappings, lid or chat_jid, pn or chat_jid)
     alt = other_form(chat_jid, pn) or other_form(chat_jid, lid) or mappings.get(chat_jid, "")
     chat = ChatAddress(chat_jid, alt)
     is_group = _server(chat_jid) == "g.us"
     messages = []
+    bad = 0
     for item in conv.messages:
         if item.HasField("message"):
-            converted = _history_message(account_id, item.message, chat, is_group, source)
+            info = item.message
+            if info.key.ID and id_problem(info.key.ID):
+                bad += 1
+                continue
+            converted = _history_message(account_id, info, chat, is_group, source)
             if converted is not None:
                 messages.append(converted)
+    if bad:
+        rejected.append(RejectedEvent(account_id, "HistorySync",
+                                      f"{bad} messages left out of {chat_jid}: unusable message ids"))
     return HistoryConversation(chat=chat, name=conv.name or conv.displayName, is_group=is_group,
                                messages=tuple(messages))
 
@@ -400,7 +487,7 @@ def _history_message(account_id: str, info: Any, chat: ChatAddress, is_group: bo
         return None
     from_me = info.key.fromMe
     if is_group:
-        sender_jid = normalise_jid(info.key.participant or info.participant)
+        sender_jid = _valid_or_empty(normalise_jid(info.key.participant or info.participant))
     else:
         sender_jid = "" if from_me else chat.jid
     sender = ChatAddress(sender_jid, chat.alt_jid if sender_jid == chat.jid else "")
