@@ -3,6 +3,7 @@
 ::
 
     wadaemon                 one_for_one
+    ├── control              the actions HTTP may ask for: sends, backfill triggers
     ├── http                 aiohttp on its own thread (/health, /ready, /diag, API)
     ├── accounts             one_for_one, one subtree per account (wadaemon.actors.account)
     └── systemd              READY / WATCHDOG / STATUS / STOPPING (only under NOTIFY_SOCKET)
@@ -25,6 +26,7 @@ import trio
 from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.account import AccountRuntime
 from wadaemon.config import Settings
+from wadaemon.control import DaemonActions, OutboundLedger
 from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store
@@ -64,6 +66,8 @@ class Daemon:
             )
             for account_id in accounts
         }
+        self.control = DaemonActions(
+            self.accounts, OutboundLedger(settings.data_dir / "outbound.sqlite"))
         self.serve = serve
         self.http: Any = None
         self.notifier = Notifier.from_environ() if notifier is None else notifier
@@ -73,12 +77,13 @@ class Daemon:
         self.board.set_supervision(self.root.snapshot)
 
     def _children(self) -> list[ChildSpec]:
-        children: list[ChildSpec] = []
+        children: list[ChildSpec] = [ChildSpec("control", self.control.run)]
         if self.serve:
             from wadaemon.http.server import HttpServer, serve_http  # aiohttp only when serving
 
-            self.http = HttpServer(self.settings.host, self.settings.port, self.board, self.store, None,
-                                   metrics=self.metrics, settings=self.settings)
+            self.http = HttpServer(
+                self.settings.host, self.settings.port, self.board, self.store, None,
+                metrics=self.metrics, settings=self.settings, control=self.control)
             server = self.http
 
             async def http(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -114,6 +119,7 @@ class Daemon:
             self.board.set_mode("stopping")
             for runtime in self.accounts.values():
                 runtime.close()
+            self.control.ledger.close()
             self.notifier.close()
             log.info("wadaemon stopped")
 

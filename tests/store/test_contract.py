@@ -7,7 +7,9 @@ embedded SQLite store and on Firestore (emulator), so the two adapters cannot dr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from msgspec.structs import replace
@@ -35,9 +37,11 @@ from wadaemon.domain import (
     HistorySyncResult,
     Lease,
     MessageDoc,
+    ThreadDoc,
     ms_to_datetime,
+    thread_id_for,
 )
-from wadaemon.store.contract import LeaseKind, Store
+from wadaemon.store.contract import LeaseKind, MessageOrder, PageKey, Store
 
 OTHER = "40722222222@s.whatsapp.net"
 REACTOR_A = "40733333333@s.whatsapp.net"
@@ -439,6 +443,86 @@ def test_list_messages_ordered_by_client_time(store: Store) -> None:
     oldest, newest = store.oldest_message(tid()), store.newest_message(tid())
     assert oldest is not None and newest is not None
     assert (oldest.id, newest.id) == ("m10", "m50")
+
+
+def _pages(fetch: Callable[[PageKey | None], list[Any]], key: Callable[[Any], PageKey],
+           between: Callable[[int], None] = lambda _: None) -> list[Any]:
+    """Every item, page by page, each page starting after the last item of the one before."""
+    items: list[Any] = []
+    after: PageKey | None = None
+    for page_number in range(1000):
+        page = fetch(after)
+        if not page:
+            return items
+        items.extend(page)
+        after = key(page[-1])
+        between(page_number)
+    raise AssertionError("paging never ended")
+
+
+def _message_key(doc: MessageDoc) -> PageKey:
+    return PageKey(ms=doc.ts_client_ms, id=doc.id)
+
+
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_message_pages_have_no_gaps_or_repeats_with_ties(store: Store, order: MessageOrder) -> None:
+    # Ties on tsClientMs (three messages per millisecond) must still page exactly once each.
+    store.upsert_messages([message(f"m{n:02d}", ts_ms=T0 + n // 3) for n in range(20)])
+    everything = store.list_messages(tid(), limit=100, order=order)
+    paged = _pages(lambda after: store.list_messages(tid(), limit=7, order=order, after=after), _message_key)
+    assert [m.id for m in paged] == [m.id for m in everything]
+    assert len({m.id for m in paged}) == 20
+
+
+def test_newest_first_pages_ignore_messages_arriving_meanwhile(store: Store) -> None:
+    store.upsert_messages([message(f"old{n:02d}", ts_ms=T0 + n) for n in range(12)])
+
+    def arrive(page_number: int) -> None:
+        store.upsert_messages([message(f"new{page_number}", ts_ms=T0 + 1_000 + page_number)])
+
+    paged = _pages(lambda after: store.list_messages(tid(), limit=5, after=after), _message_key, arrive)
+    assert [m.id for m in paged] == [f"old{n:02d}" for n in reversed(range(12))]
+
+
+def test_oldest_first_pages_pick_up_messages_arriving_meanwhile(store: Store) -> None:
+    store.upsert_messages([message(f"old{n:02d}", ts_ms=T0 + n) for n in range(10)])
+    arrived: list[str] = []
+
+    def arrive(page_number: int) -> None:
+        if page_number < 3:
+            arrived.append(f"new{page_number}")
+            store.upsert_messages([message(arrived[-1], ts_ms=T0 + 1_000 + page_number)])
+
+    paged = _pages(lambda after: store.list_messages(tid(), limit=4, order="asc", after=after),
+                   _message_key, arrive)
+    assert [m.id for m in paged] == [f"old{n:02d}" for n in range(10)] + arrived
+
+
+def test_thread_pages_walk_every_thread_once(store: Store) -> None:
+    jids = [f"407100000{i:02d}@s.whatsapp.net" for i in range(11)]
+    # Two threads share a time (ties by id); two have no lastMessageAtMs (they come last).
+    store.advance_threads([summary(T0 + i // 2, client_jid=jid) for i, jid in enumerate(jids[:9])])
+    store.advance_threads([summary(None, client_jid=jid) for jid in jids[9:]])
+    store.advance_threads([summary(T0 + 99, client_jid=PEER, account_id="other-account")])
+    everything = store.list_threads(ACCOUNT, limit=100)
+    assert len(everything) == 11
+
+    def key(thread: ThreadDoc) -> PageKey:
+        return PageKey(ms=thread.last_message_at_ms, id=thread_id_for(thread.account_id, thread.client_jid))
+
+    paged = _pages(lambda after: store.list_threads(ACCOUNT, limit=3, after=after), key)
+    assert [t.client_jid for t in paged] == [t.client_jid for t in everything]
+
+
+def test_find_thread_by_its_jid_or_a_merged_alias(store: Store) -> None:
+    _lid_and_phone_threads(store)
+    store.merge_threads(ACCOUNT, PEER_LID, PEER)
+    by_jid = store.find_thread(ACCOUNT, PEER)
+    by_alias = store.find_thread(ACCOUNT, PEER_LID)
+    assert by_jid is not None and by_alias is not None
+    assert by_jid.client_jid == by_alias.client_jid == PEER
+    assert store.find_thread("other-account", PEER_LID) is None
+    assert store.find_thread(ACCOUNT, "40799999999@s.whatsapp.net") is None
 
 
 def test_threads_missing_last_message(store: Store) -> None:

@@ -35,11 +35,12 @@ from aiohttp import web
 from supervisors.health import NodeHealth
 from wadaemon.http.context import context_of
 from wadaemon.http.responses import json_response
+from wadaemon.http.routing import RouteTable
 from wadaemon.http.store_access import StoreCallFailed
 from wadaemon.status import AccountStatus, Mode
 from wadaemon.store.contract import Store
 
-routes = web.RouteTableDef()
+routes = RouteTable("probes")
 
 LATEST_REALTIME_LIMIT = 3
 
@@ -166,7 +167,8 @@ def diag_account(status: AccountStatus) -> DiagAccount:
     return msgspec.convert(status, DiagAccount, from_attributes=True)
 
 
-@routes.get("/diag")
+@routes.get("/diag", level="open", response=DiagBody,
+             summary="What an operator looks at first: per-account progress, supervision tree")
 async def diag(request: web.Request) -> web.Response:
     context = context_of(request)
     snapshot = context.status.snapshot()

@@ -49,11 +49,14 @@ class ApiError(Exception):
     ``message`` goes to the client as is: keep it free of message text and secrets.
     """
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        #: Extra response headers (``WWW-Authenticate`` on a 401, ``Retry-After`` on a 429).
+        self.headers = dict(headers or {})
 
 
 class ErrorDetail(msgspec.Struct):
@@ -89,7 +92,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+        response = error_response(exc.status, exc.code, exc.message)
+        response.headers.update(exc.headers)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:  # redirects and the like are not errors
             raise

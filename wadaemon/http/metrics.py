@@ -13,8 +13,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from wadaemon.http.context import context_of
+from wadaemon.http.routing import RouteTable
 
-routes = web.RouteTableDef()
+routes = RouteTable("probes")
 
 
 def route_label(request: web.Request) -> str:
@@ -33,7 +34,8 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
         context_of(request).metrics.http_requests.labels(route_label(request), str(status)).inc()
 
 
-@routes.get("/metrics")
+@routes.get("/metrics", level="open", response=None, media_type="text/plain",
+             summary="Prometheus metrics (text exposition format; OpenMetrics on request)")
 async def metrics(request: web.Request) -> web.Response:
     body, content_type = context_of(request).metrics.exposition(request.headers.get("Accept", ""))
     return web.Response(body=body, headers={"Content-Type": content_type})

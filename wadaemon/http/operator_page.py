@@ -41,11 +41,14 @@ from aiohttp import web
 from wadaemon.config import Settings
 from wadaemon.domain import AccountDoc, ThreadDoc
 from wadaemon.http.context import context_of
+from wadaemon.http.routing import RouteTable, text_param
 from wadaemon.http.store_access import StoreCallFailed
 from wadaemon.status import AccountStatus, DiagSnapshot
 from wadaemon.store.contract import Store
 
-routes = web.RouteTableDef()
+routes = RouteTable("operator")
+
+ACCOUNT = text_param("account", max_length=200, description="Show only this account (with its threads)")
 
 RECENT_THREADS = 20
 THREADS_FOR_AT_MOST = 10
@@ -308,11 +311,12 @@ def _threads(account_id: str, stored: StoredAccount | None, data: PageData) -> s
 
 # -- the route ------------------------------------------------------------------------------
 
-@routes.get("/")
+@routes.get("/", level="api", response=None, media_type="text/html", query=(ACCOUNT,),
+            summary="The operator page (HTML)")
 async def operator_page(request: web.Request) -> web.Response:
     context = context_of(request)
     snapshot = context.status.snapshot()
-    focus = request.query.get("account") or None
+    focus = ACCOUNT.parse(request)
     gateway = context.store
     loop = asyncio.get_running_loop()
     deadline = loop.time() + gateway.timeout

@@ -21,9 +21,10 @@ from aiohttp import web
 
 from wadaemon.http.context import context_of
 from wadaemon.http.responses import json_response
+from wadaemon.http.routing import RouteTable
 from wadaemon.status import Mode, health_problems
 
-routes = web.RouteTableDef()
+routes = RouteTable("probes")
 
 
 class StoreHealth(msgspec.Struct, rename="camel"):
@@ -46,7 +47,8 @@ class ReadyBody(msgspec.Struct, rename="camel"):
     instance_id: str
 
 
-@routes.get("/health")
+@routes.get("/health", level="open", response=HealthBody,
+             summary="Liveness: 200 while the HTTP thread lives; degraded when the store does not answer")
 async def health(request: web.Request) -> web.Response:
     context = context_of(request)
     store_ok = await context.store.reachable()
@@ -61,7 +63,8 @@ async def health(request: web.Request) -> web.Response:
     ))
 
 
-@routes.get("/ready")
+@routes.get("/ready", level="open", response=ReadyBody, also={503: ReadyBody},
+             summary="Readiness: 200 while serving, 503 while starting or stopping")
 async def ready(request: web.Request) -> web.Response:
     snapshot = context_of(request).status.snapshot()
     body = ReadyBody(ready=snapshot.ready, mode=snapshot.mode, instance_id=snapshot.instance_id)

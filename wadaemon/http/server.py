@@ -35,8 +35,11 @@ from aiohttp import web
 
 from wadaemon.config import Settings
 from wadaemon.http.app import build_app
+from wadaemon.http.auth import AuthConfig
 from wadaemon.http.bridge import ActionBridge
 from wadaemon.http.context import HttpContext
+from wadaemon.http.control import DaemonControl
+from wadaemon.http.ratelimit import RateLimiter
 from wadaemon.http.store_access import DEFAULT_MAX_IN_FLIGHT, DEFAULT_STORE_TIMEOUT, StoreGateway
 from wadaemon.http.tracking import InFlightRequests
 from wadaemon.metrics import Metrics
@@ -83,6 +86,9 @@ class HttpServer:
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
         settings: Settings | None = None,
+        control: DaemonControl | None = None,
+        auth: AuthConfig | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -95,6 +101,10 @@ class HttpServer:
         self.clock = clock
         self.metrics = metrics if metrics is not None else Metrics(status, clock=clock)
         self.settings = settings if settings is not None else Settings(instance_id=status.instance_id)
+        self.control = control
+        self.auth = auth or AuthConfig(api_token=self.settings.api_token,
+                                       admin_token=self.settings.admin_token)
+        self.limiter = limiter or RateLimiter()
         self._lock = threading.Lock()
         self._run: _Run | None = None
 
@@ -188,7 +198,8 @@ class HttpServer:
                                max_in_flight=self.store_max_in_flight)
         in_flight = InFlightRequests()
         context = HttpContext(status=self.status, store=gateway, bridge=self.bridge,
-                              clock=self.clock, metrics=self.metrics, settings=self.settings)
+                              clock=self.clock, metrics=self.metrics, settings=self.settings,
+                              control=self.control, auth=self.auth, limiter=self.limiter)
         app = build_app(context, in_flight, self.extra_routes)
         # access_log=None: no aiohttp access log at all (the tracking middleware logs at debug).
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_CANCEL_GRACE)

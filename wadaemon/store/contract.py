@@ -62,6 +62,17 @@ class StoreUnavailable(StoreError):
     """The backend is unreachable, timing out or contended: retry later, nothing was lost."""
 
 
+class PageKey(msgspec.Struct, frozen=True):
+    """Where a page ended: the sort value and the id of its last item. The next page starts
+    strictly after it in the same order (keyset paging): items written meanwhile never shift
+    a page, so pages have no gaps and no repeats. ``ms`` is ``tsClientMs`` for messages and
+    ``lastMessageAtMs`` for threads (None for a thread without it: those come last, by id);
+    ``id`` is the message id or the thread id. Ties on ``ms`` are broken by document id."""
+
+    ms: int | None
+    id: str
+
+
 class UpsertResult(msgspec.Struct, frozen=True):
     written: int
     unchanged: int
@@ -105,9 +116,10 @@ class Store(Protocol):
     def get_message(self, thread_id: str, message_id: str) -> MessageDoc | None: ...
 
     def list_messages(
-        self, thread_id: str, *, limit: int, order: MessageOrder = "desc"
+        self, thread_id: str, *, limit: int, order: MessageOrder = "desc",
+        after: PageKey | None = None,
     ) -> list[MessageDoc]:
-        """Messages of a thread ordered by ``tsClientMs``."""
+        """Messages of a thread ordered by ``tsClientMs`` (ties by id), starting after ``after``."""
         ...
 
     def oldest_message(self, thread_id: str) -> MessageDoc | None: ...
@@ -128,8 +140,14 @@ class Store(Protocol):
 
     def get_thread(self, thread_id: str) -> ThreadDoc | None: ...
 
-    def list_threads(self, account_id: str, *, limit: int) -> list[ThreadDoc]:
-        """Threads of an account, newest ``lastMessageAtMs`` first."""
+    def list_threads(self, account_id: str, *, limit: int, after: PageKey | None = None) -> list[ThreadDoc]:
+        """Threads of an account, newest ``lastMessageAtMs`` first (ties by id, descending),
+        those without it last (by id, ascending); starting after ``after``."""
+        ...
+
+    def find_thread(self, account_id: str, jid: str) -> ThreadDoc | None:
+        """The account's thread whose ``clientJid`` is ``jid``, or that lists it in
+        ``aliasJids`` (a LID merged into its phone-number thread still finds it)."""
         ...
 
     def threads_missing_last_message(self, account_id: str, *, limit: int) -> list[ThreadDoc]:

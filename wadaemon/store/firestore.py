@@ -56,6 +56,7 @@ from google.api_core.retry import Retry, if_exception_type
 from google.auth import exceptions as auth_exc
 from google.cloud import firestore
 from google.cloud.firestore_v1 import DELETE_FIELD, FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
 from msgspec.structs import replace
 
 from wadaemon.domain import (
@@ -76,6 +77,7 @@ from wadaemon.store import merge
 from wadaemon.store.contract import (
     LeaseKind,
     MessageOrder,
+    PageKey,
     Store,
     StoreError,
     StoreUnavailable,
@@ -89,6 +91,9 @@ from wadaemon.store.encoding import (
     unescape_doc_id,
 )
 from wadaemon.store.firestore_wire import create_write, delete_write, update_write
+
+#: The implicit ``__name__`` ordering, made explicit so cursors can name it.
+DOCUMENT_ID = FieldPath.document_id()
 
 log = logging.getLogger("wadaemon.store.firestore")
 
@@ -556,15 +561,20 @@ class FirestoreStore:
         with self._errors("get_message"):
             return self._get(self._message_ref(thread_id, message_id), MessageDoc)
 
-    def list_messages(self, thread_id: str, *, limit: int, order: MessageOrder = "desc") -> list[MessageDoc]:
+    def list_messages(self, thread_id: str, *, limit: int, order: MessageOrder = "desc",
+                      after: PageKey | None = None) -> list[MessageDoc]:
         if limit <= 0:
             return []
         direction = firestore.Query.DESCENDING if order == "desc" else firestore.Query.ASCENDING
         with self._errors("list_messages"):
             query = (
-                self._thread_ref(thread_id).collection(MESSAGES).order_by("tsClientMs", direction=direction).limit(limit)
+                self._thread_ref(thread_id).collection(MESSAGES)
+                .order_by("tsClientMs", direction=direction)
+                .order_by(DOCUMENT_ID, direction=direction)
             )
-            return self._query_docs(query, MessageDoc)
+            if after is not None:
+                query = query.start_after([after.ms if after.ms is not None else 0, escape_doc_id(after.id)])
+            return self._query_docs(query.limit(limit), MessageDoc)
 
     def oldest_message(self, thread_id: str) -> MessageDoc | None:
         found = self.list_messages(thread_id, limit=1, order="asc")
@@ -653,38 +663,65 @@ class FirestoreStore:
         with self._errors("get_thread"):
             return self._get(self._thread_ref(thread_id), ThreadDoc)
 
-    def list_threads(self, account_id: str, *, limit: int) -> list[ThreadDoc]:
+    def list_threads(self, account_id: str, *, limit: int, after: PageKey | None = None) -> list[ThreadDoc]:
         """Newest ``lastMessageAtMs`` first (composite index ``accountId`` asc +
-        ``lastMessageAtMs`` desc). Firestore's ordering leaves out documents without the
-        field; like SQL's NULLS LAST, threads without it fill the rest of ``limit``."""
+        ``lastMessageAtMs`` desc, ids descending after it). Firestore's ordering leaves out
+        documents without the field; like SQL's NULLS LAST, threads without it fill the rest
+        of ``limit``, by id."""
         if limit <= 0:
             return []
-        with self._errors("list_threads"):
+        threads: list[ThreadDoc] = []
+        if after is None or after.ms is not None:
+            with self._errors("list_threads"):
+                query = (
+                    self.client.collection(THREADS)
+                    .where(filter=FieldFilter("accountId", "==", account_id))
+                    .order_by("lastMessageAtMs", direction=firestore.Query.DESCENDING)
+                    .order_by(DOCUMENT_ID, direction=firestore.Query.DESCENDING)
+                )
+                if after is not None:
+                    query = query.start_after([after.ms, escape_doc_id(after.id)])
+                threads = self._query_docs(query.limit(limit), ThreadDoc)
+        if len(threads) < limit:
+            after_id = after.id if after is not None and after.ms is None else None
+            threads.extend(self._threads_without_last_message(account_id, limit - len(threads), after_id))
+        return threads
+
+    def find_thread(self, account_id: str, jid: str) -> ThreadDoc | None:
+        direct = self.get_thread(thread_id_for(account_id, jid))
+        if direct is not None:
+            return direct
+        with self._errors("find_thread"):
             query = (
                 self.client.collection(THREADS)
                 .where(filter=FieldFilter("accountId", "==", account_id))
-                .order_by("lastMessageAtMs", direction=firestore.Query.DESCENDING)
-                .limit(limit)
+                .where(filter=FieldFilter("aliasJids", "array_contains", jid))
+                .limit(1)
             )
-            threads = self._query_docs(query, ThreadDoc)
-        if len(threads) < limit:
-            threads.extend(self.threads_missing_last_message(account_id, limit=limit - len(threads)))
-        return threads
+            found = self._query_docs(query, ThreadDoc)
+        return found[0] if found else None
 
     def threads_missing_last_message(self, account_id: str, *, limit: int) -> list[ThreadDoc]:
+        return self._threads_without_last_message(account_id, limit, None)
+
+    def _threads_without_last_message(self, account_id: str, limit: int,
+                                      after_id: str | None) -> list[ThreadDoc]:
         """Firestore cannot select documents *lacking* a field (``== None`` matches only an
-        explicit null, which this daemon never writes). So: stream the account's threads with a
-        projection of ``lastMessageAtMs`` alone (cheap: ids and one integer), stop after
+        explicit null, which this daemon never writes). So: stream the account's threads by id
+        with a projection of ``lastMessageAtMs`` alone (cheap: ids and one integer), stop after
         ``limit`` hits, then fetch those documents whole. Cost: one read per thread of the
-        account scanned, done by repair runs, not per message."""
+        account scanned, done by repair runs and the last page of a thread list."""
         if limit <= 0:
             return []
         with self._errors("threads_missing_last_message"):
             query = (
                 self.client.collection(THREADS)
                 .where(filter=FieldFilter("accountId", "==", account_id))
+                .order_by(DOCUMENT_ID)
                 .select(["lastMessageAtMs"])
             )
+            if after_id is not None:
+                query = query.start_after([escape_doc_id(after_id)])
             refs: list[Any] = []
             stream = query.stream(**self.rpc)
             try:
@@ -700,8 +737,6 @@ class FirestoreStore:
             found = self._read_docs(refs, ThreadDoc)
             docs = [found.get(ref.path) for ref in refs]
             return [doc for doc in docs if doc is not None and doc.last_message_at_ms is None]
-
-    # -- accounts --------------------------------------------------------------------------------
     def update_account(self, account_id: str, patch: AccountDoc) -> None:
         fields = document_fields(patch)
         if not fields:

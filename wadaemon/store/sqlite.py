@@ -62,6 +62,7 @@ from wadaemon.store import merge
 from wadaemon.store.contract import (
     LeaseKind,
     MessageOrder,
+    PageKey,
     StoreError,
     StoreUnavailable,
     UpsertResult,
@@ -491,16 +492,22 @@ class SqliteStore:
             key = (thread_id, message_id)
             return self._load_messages(conn, [key])[key]
 
-    def list_messages(self, thread_id: str, *, limit: int, order: MessageOrder = "desc") -> list[MessageDoc]:
+    def list_messages(self, thread_id: str, *, limit: int, order: MessageOrder = "desc",
+                      after: PageKey | None = None) -> list[MessageDoc]:
         """Ordered by ``tsClientMs``, ties by document id (Firestore's implicit order)."""
         if limit <= 0:
             return []
-        direction = "DESC" if order == "desc" else "ASC"
+        direction, beyond = ("DESC", "<") if order == "desc" else ("ASC", ">")
+        where = "thread_id = ?"
+        args: list[Any] = [escape_doc_id(thread_id)]
+        if after is not None:
+            where += f" AND (ts_client_ms, id) {beyond} (?, ?)"
+            args += [after.ms if after.ms is not None else 0, escape_doc_id(after.id)]
         with self._read("list_messages") as conn:
             rows = conn.execute(
-                f"SELECT doc FROM messages WHERE thread_id = ? "
+                f"SELECT doc FROM messages WHERE {where} "
                 f"ORDER BY ts_client_ms {direction}, id {direction} LIMIT ?",
-                (escape_doc_id(thread_id), limit),
+                (*args, limit),
             ).fetchall()
             return [_decode(raw, MessageDoc) for (raw,) in rows]
 
@@ -578,21 +585,47 @@ class SqliteStore:
         with self._read("get_thread") as conn:
             return self._load_threads(conn, [thread_id])[thread_id]
 
-    def list_threads(self, account_id: str, *, limit: int) -> list[ThreadDoc]:
+    def list_threads(self, account_id: str, *, limit: int, after: PageKey | None = None) -> list[ThreadDoc]:
         """Newest ``lastMessageAtMs`` first (ties by id, descending, as Firestore orders);
-        threads without the field fill the rest of ``limit`` (as the Firestore adapter does)."""
+        threads without the field fill the rest of ``limit`` by id (as the Firestore adapter does)."""
         if limit <= 0:
             return []
-        with self._read("list_threads") as conn:
-            rows = conn.execute(
-                "SELECT doc FROM threads WHERE account_id = ? AND last_message_at_ms IS NOT NULL "
-                "ORDER BY last_message_at_ms DESC, id DESC LIMIT ?",
-                (account_id, limit),
-            ).fetchall()
-            threads = [_decode(raw, ThreadDoc) for (raw,) in rows]
+        threads: list[ThreadDoc] = []
+        if after is None or after.ms is not None:
+            where = "account_id = ? AND last_message_at_ms IS NOT NULL"
+            args: list[Any] = [account_id]
+            if after is not None:
+                where += " AND (last_message_at_ms, id) < (?, ?)"
+                args += [after.ms, escape_doc_id(after.id)]
+            with self._read("list_threads") as conn:
+                rows = conn.execute(
+                    f"SELECT doc FROM threads WHERE {where} "
+                    "ORDER BY last_message_at_ms DESC, id DESC LIMIT ?",
+                    (*args, limit),
+                ).fetchall()
+                threads = [_decode(raw, ThreadDoc) for (raw,) in rows]
         if len(threads) < limit:
-            threads.extend(self.threads_missing_last_message(account_id, limit=limit - len(threads)))
+            start = escape_doc_id(after.id) if after is not None and after.ms is None else ""
+            with self._read("list_threads") as conn:
+                rows = conn.execute(
+                    "SELECT doc FROM threads WHERE account_id = ? AND last_message_at_ms IS NULL "
+                    "AND id > ? ORDER BY id LIMIT ?",
+                    (account_id, start, limit - len(threads)),
+                ).fetchall()
+                threads.extend(_decode(raw, ThreadDoc) for (raw,) in rows)
         return threads
+
+    def find_thread(self, account_id: str, jid: str) -> ThreadDoc | None:
+        direct = self.get_thread(thread_id_for(account_id, jid))
+        if direct is not None:
+            return direct
+        with self._read("find_thread") as conn:
+            row = conn.execute(
+                "SELECT doc FROM threads WHERE account_id = ? AND EXISTS "
+                "(SELECT 1 FROM json_each(doc, '$.aliasJids') WHERE value = ?) ORDER BY id LIMIT 1",
+                (account_id, jid),
+            ).fetchone()
+        return None if row is None else _decode(row[0], ThreadDoc)
 
     def threads_missing_last_message(self, account_id: str, *, limit: int) -> list[ThreadDoc]:
         if limit <= 0:
