@@ -61,6 +61,7 @@ ALL_VARS = (
     "WADAEMON_DATA_DIR",
     "WADAEMON_ACCOUNTS",
     "WADAEMON_CAPTURE_DIR",
+    "WADAEMON_SIMSERVER",
     "WADAEMON_LOG_LEVEL",
 )
 
@@ -150,6 +151,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "data_dir": Path("./data"),
     "accounts": (),
     "capture_dir": None,
+    "simserver": None,
     "log_level": "INFO",
     "firebase_service_account_json": None,
     "google_application_credentials": None,
@@ -226,6 +228,8 @@ def test_settings_are_frozen() -> None:
         ("API_TOKEN", "api", "api_token", "api"),
         ("WADAEMON_DATA_DIR", "/var/lib/wadaemon/a", "data_dir", Path("/var/lib/wadaemon/a")),
         ("WADAEMON_CAPTURE_DIR", "/tmp/capture", "capture_dir", Path("/tmp/capture")),
+        ("WADAEMON_SIMSERVER", "127.0.0.1:18765", "simserver", ("127.0.0.1", 18765)),
+        ("WADAEMON_SIMSERVER", " localhost:1 ", "simserver", ("localhost", 1)),
         ("WADAEMON_LOG_LEVEL", "debug", "log_level", "DEBUG"),
         ("WADAEMON_LOG_LEVEL", "Warning", "log_level", "WARNING"),
         ("FIREBASE_SERVICE_ACCOUNT_JSON", '{"a": 1}', "firebase_service_account_json", '{"a": 1}'),
@@ -497,6 +501,13 @@ def test_port_out_of_range_is_rejected(bad: str) -> None:
     assert str(rejection({"PORT": bad})) == (
         f"PORT={bad!r} is not valid: expected a whole number from 1 to 65535"
     )
+
+
+@pytest.mark.parametrize("bad", ["127.0.0.1", ":18765", "127.0.0.1:0", "127.0.0.1:65536",
+                                 "127.0.0.1:port", "127.0.0.1:-5", "a b:1"])
+def test_simserver_address_is_validated(bad: str) -> None:
+    problem = rejection({"WADAEMON_SIMSERVER": bad}).problems[0]
+    assert problem.startswith(f"WADAEMON_SIMSERVER={bad!r} is not valid: expected host:port")
 
 
 @pytest.mark.parametrize("bad", ["a/b", "ok,../etc", "..", ".hidden", "a\\b", "shop ro,shop-de"])

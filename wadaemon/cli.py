@@ -1,4 +1,4 @@
-"""``wadaemon`` command line: run, pair, demo, replay, adopt, deadletter."""
+"""``wadaemon`` command line: run, pair, demo, replay, adopt, deadletter, simserver."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
-from wadaemon.config import ConfigError, Settings, load_settings
+from wadaemon.config import ConfigError, Settings, load_settings, parse_host_port
 from wadaemon.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dead = commands.add_parser("deadletter", help="journal entries the store refused: list, or replay once fixed")
     dead.add_argument("action", choices=["list", "replay"])
     dead.add_argument("account")
+    _add_simserver_parser(commands)
     adopt = commands.add_parser("adopt", help="put right what the old backend wrote (a dry run unless --apply)")
     adopt.add_argument("--account", action="append", default=[], help="an account id (repeatable; default: all)")
     adopt.add_argument("--apply", action="store_true", help="write the changes (default: report only)")
@@ -58,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(settings)
     if args.command == "pair":
         return _pair(settings, args.account, args.phone)
+    if args.command == "simserver":
+        return _simserver(args)
     if args.command == "demo":
         from wadaemon.demo import run_demo
 
@@ -68,6 +71,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "adopt":
         return _adopt(settings, args.account, apply=args.apply, rate=args.rate, as_json=args.json)
     return _replay(settings, args.account, args.file)
+
+
+def _add_simserver_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sim = commands.add_parser("simserver", help="a simulated WhatsApp service on loopback (docs/simserver.md)")
+    sim.add_argument("--listen", type=_listen_address, default=("127.0.0.1", 0),
+                     help="host:port for daemons (WADAEMON_SIMSERVER); port 0: any free port (default)")
+    sim.add_argument("--control", type=_listen_address, default=None,
+                     help="host:port of the HTTP control API (default: same host, any free port)")
+    sim.add_argument("--accounts", type=_account_ids, default=("sim-1",),
+                     help="a count (3: sim-1..sim-3) or a comma list of ids (default sim-1)")
+    sim.add_argument("--seed", type=int, default=1, help="content seed; the same seed, the same phones")
+    sim.add_argument("--chats", type=int, default=12, help="chats per phone (default 12)")
+    sim.add_argument("--history", type=int, default=240, help="messages each phone holds (default 240)")
+    sim.add_argument("--pairing-history", type=int, default=None, metavar="N",
+                     help="newest N messages per chat in the pairing history; the rest only by "
+                          "on-demand request (default: all)")
+    sim.add_argument("--chunk-size", type=int, default=500, help="messages per pairing history chunk")
+    sim.add_argument("--rate", type=float, default=0.0,
+                     help="live traffic events/s per account from the start (default 0: none)")
+    sim.add_argument("--offline-cap", type=int, default=10_000,
+                     help="events held per account while no device is connected (default 10000)")
+    sim.add_argument("--history-delay-ms", type=int, default=0,
+                     help="delay before answering an on-demand history request (default 0)")
+    sim.add_argument("--ack-timeout", type=float, default=30.0,
+                     help="seconds a client may take to ack an event before it is closed (default 30)")
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_host_port(text, allow_zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {exc}") from None
+
+
+def _account_ids(text: str) -> tuple[str, ...]:
+    if text.strip().isdigit() and int(text) > 0:
+        return tuple(f"sim-{n}" for n in range(1, int(text) + 1))
+    ids = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not ids or any("/" in i or i.startswith(".") for i in ids):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive count or a comma list of ids")
+    return ids
+
+
+def _simserver(args: argparse.Namespace) -> int:
+    from wadaemon.whatsapp.simserver import ServiceOptions, serve
+
+    host, port = args.listen
+    control_host, control_port = args.control or (host, 0)
+    if control_host != host:
+        print("wadaemon simserver: --listen and --control must share a host", file=sys.stderr)
+        return 2
+    serve(ServiceOptions(
+        host=host, port=port, control_port=control_port, accounts=args.accounts, seed=args.seed,
+        chats=args.chats, history=args.history, pairing_history=args.pairing_history,
+        chunk_size=args.chunk_size, rate=args.rate, offline_cap=args.offline_cap,
+        history_delay_ms=args.history_delay_ms, ack_timeout_s=args.ack_timeout,
+    ), announce=lambda line: print(line, flush=True))
+    return 0
 
 
 def _adopt(settings: Settings, accounts: list[str], *, apply: bool, rate: float, as_json: bool) -> int:
@@ -111,12 +172,28 @@ def _adopt(settings: Settings, accounts: list[str], *, apply: bool, rate: float,
 
 
 def _run(settings: Settings) -> int:
-    from wadaemon.daemon import Daemon
+    from wadaemon.daemon import Daemon, TransportFactory
     from wadaemon.store import open_store
-    from wadaemon.whatsapp.neonize_transport import NeonizeTransport, paired_accounts
 
-    sessions = settings.data_dir / "sessions"
-    accounts = list(settings.accounts) or paired_accounts(sessions)
+    transport: TransportFactory
+    if settings.simserver is not None:
+        from wadaemon.whatsapp.simclient import SimServerTransport, service_accounts
+
+        address = settings.simserver
+        accounts = list(settings.accounts) or service_accounts(address, settings.instance_id)
+
+        def transport(account_id: str) -> SimServerTransport:
+            return SimServerTransport(account_id, address, settings.instance_id)
+    else:
+        from wadaemon.whatsapp.neonize_transport import NeonizeTransport, paired_accounts
+
+        sessions = settings.data_dir / "sessions"
+        accounts = list(settings.accounts) or paired_accounts(sessions)
+
+        def transport(account_id: str) -> NeonizeTransport:
+            return NeonizeTransport(account_id, sessions / f"{account_id}.db",
+                                    full_history=settings.sync_full_history)
+
     if not accounts:
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
     store = open_store(settings)
@@ -124,10 +201,6 @@ def _run(settings: Settings) -> int:
         from wadaemon.adopt.runner import warn_if_unadopted
 
         warn_if_unadopted(store, accounts)
-
-    def transport(account_id: str) -> NeonizeTransport:
-        return NeonizeTransport(account_id, sessions / f"{account_id}.db",
-                                full_history=settings.sync_full_history)
 
     daemon = Daemon(settings, store, accounts, transport)
     try:

@@ -28,7 +28,8 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-__all__ = ["EMULATOR_DEFAULT_PROJECT", "ConfigError", "LogLevel", "Settings", "StoreBackend", "load_settings"]
+__all__ = ["EMULATOR_DEFAULT_PROJECT", "ConfigError", "LogLevel", "Settings", "StoreBackend", "load_settings",
+           "parse_host_port"]
 
 StoreBackend = Literal["firestore", "sqlite"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -119,6 +120,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path = Path("data")
     accounts: tuple[str, ...] = ()  # empty: every paired session in the data dir
     capture_dir: Path | None = None
+    simserver: tuple[str, int] | None = None  # WADAEMON_SIMSERVER: (host, port) of the simulated service
     log_level: LogLevel = "INFO"
 
     # Store selection: any of the first three selects Firestore.
@@ -175,6 +177,8 @@ def _render(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):
+        if len(value) == 2 and isinstance(value[1], int):  # an address
+            return f"{value[0]}:{value[1]}"
         return ",".join(str(v) for v in value) if value else "unset"
     text = str(value)
     if not text or any(c.isspace() for c in text) or '"' in text:
@@ -318,6 +322,17 @@ class _Env:
         return tuple(ids)
 
 
+def parse_host_port(text: str, *, allow_zero: bool = False) -> tuple[str, int]:
+    """``host:port`` -> (host, port); ValueError saying what is allowed. ``allow_zero``: port 0
+    (any free port) is accepted, for listeners."""
+    host, sep, port = text.strip().rpartition(":")
+    lowest = 0 if allow_zero else 1
+    if (not sep or not host or any(c.isspace() for c in host) or not _DIGITS.fullmatch(port)
+            or len(port) > 5 or not lowest <= int(port) <= 65_535):
+        raise ValueError(f"host:port with a port from {lowest} to 65535")
+    return host.strip("[]"), int(port)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``environ`` (default ``os.environ``), per SPEC §2.
 
@@ -341,6 +356,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if project is None and emulator and not (service_account_json or credentials):
         project = EMULATOR_DEFAULT_PROJECT
     capture_dir = env.raw("WADAEMON_CAPTURE_DIR")
+    simserver = env.raw("WADAEMON_SIMSERVER")
+    simserver_address: tuple[str, int] | None = None
+    if simserver is not None:
+        try:
+            simserver_address = parse_host_port(simserver)
+        except ValueError as exc:
+            env.reject("WADAEMON_SIMSERVER", simserver, str(exc))
 
     settings = Settings(
         sync_full_history=env.flag("WHATSAPP_SYNC_FULL_HISTORY", defaults.sync_full_history),
@@ -422,6 +444,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         data_dir=Path(env.raw("WADAEMON_DATA_DIR") or defaults.data_dir),
         accounts=env.accounts("WADAEMON_ACCOUNTS"),
         capture_dir=Path(capture_dir) if capture_dir is not None else None,
+        simserver=simserver_address,
         log_level=env.log_level("WADAEMON_LOG_LEVEL", defaults.log_level),
         firebase_service_account_json=service_account_json,
         google_application_credentials=credentials,

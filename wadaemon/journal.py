@@ -45,6 +45,7 @@ beside the writer.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import sqlite3
@@ -504,3 +505,129 @@ class JournalReader:
 
     def oldest_pending_ms(self) -> int | None:
         return self._journal.oldest_pending_ms()
+
+
+class HeldAppends:
+    """Appends that never drop an event, whatever the journal's file does.
+
+    whatsmeow has acknowledged an event before the transport hands it over, so an append that
+    fails (``database or disk is full``, an I/O error, a read-only remount) must not end with the
+    event logged as lost. The event is held in memory instead, in arrival order, and one
+    background thread retries the oldest with capped exponential backoff until the journal takes
+    it. While anything is held, later events queue behind it (order is kept: the dispatcher
+    relies on arrival order for identity) up to ``limit``; beyond that ``append`` blocks the
+    calling thread — the same backpressure a full backlog applies, which slows WhatsApp's
+    dispatch instead of losing what it sends. ``held()`` and ``last_error`` feed the status board
+    and /health (``degraded`` while anything is held).
+
+    What is held is in memory only: a crash while the disk is full loses it (nothing better is
+    possible without a disk), and a close with events still held logs them as lost, loudly.
+    ``JournalClosed`` is never held: it means shutdown, and the transport stops anyway.
+    """
+
+    def __init__(self, journal: Journal, *, limit: int = 1000, first_delay_s: float = 0.05,
+                 max_delay_s: float = 5.0, label: str = "",
+                 on_change: Callable[[int, str], None] | None = None) -> None:
+        self._journal = journal
+        self._on_change = on_change
+        self._limit = limit
+        self._first_delay_s = first_delay_s
+        self._max_delay_s = max_delay_s
+        self._label = label or str(journal.path)
+        self._held: collections.deque[RawEvent] = collections.deque()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self.last_error = ""
+        self.failures = 0
+
+    def held(self) -> int:
+        return len(self._held)
+
+    def append(self, raw: RawEvent) -> None:
+        with self._cond:
+            while len(self._held) >= self._limit and not self._stop.is_set():
+                self._cond.wait()
+            if self._stop.is_set():
+                raise JournalClosed(f"journal {self._journal.path} is closed")
+            if self._held:
+                self._held.append(raw)
+                self._changed()
+                return
+        try:
+            self._journal.append(raw)
+        except JournalClosed:
+            raise
+        except Exception as exc:
+            with self._cond:
+                self._hold_first(raw, exc)
+
+    def _hold_first(self, raw: RawEvent, exc: Exception) -> None:
+        self._held.appendleft(raw)
+        self._note_failure(exc)
+        log.error("[journal] %s refuses appends (%s): holding events in memory and retrying",
+                  self._label, self.last_error)
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush, name=f"journal-hold-{self._label}",
+                                             daemon=True)
+            self._flusher.start()
+
+    def _note_failure(self, exc: Exception) -> None:
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        self._changed()
+
+    def wait_held(self, count: int = 1, timeout: float | None = None) -> bool:
+        """Wait until at least ``count`` events are held; False on timeout (for supervisors and
+        tests, like ``Journal.wait_blocked``)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._held) >= count, timeout)
+
+    def _changed(self) -> None:
+        """Wake ``wait_held`` and tell the status board (under ``_cond``: quick, never blocking)."""
+        self._cond.notify_all()
+        if self._on_change is not None:
+            self._on_change(len(self._held), self.last_error)
+
+    def _flush(self) -> None:
+        delay = self._first_delay_s
+        while not self._stop.wait(delay):
+            with self._cond:
+                if not self._held:
+                    self._flusher = None
+                    return
+                raw = self._held[0]
+            try:
+                self._journal.append(raw)
+            except JournalClosed:
+                return
+            except Exception as exc:
+                with self._cond:
+                    self._note_failure(exc)
+                    if self.failures % 100 == 0:
+                        log.error("[journal] %s still refuses appends (%d failures, %d events held): %s",
+                                  self._label, self.failures, len(self._held), self.last_error)
+                delay = min(max(delay * 2, self._first_delay_s), self._max_delay_s)
+                continue
+            with self._cond:
+                self._held.popleft()
+                self._cond.notify_all()
+                if not self._held:
+                    log.warning("[journal] %s accepts appends again: every held event is journaled",
+                                self._label)
+                    self.last_error = ""
+                    self._flusher = None
+                    self._changed()
+                    return
+                self._changed()
+            delay = 0  # drain the rest at once
+
+    def close(self) -> None:
+        """Stop retrying; whatever is still held cannot be kept and is logged as lost."""
+        with self._cond:
+            self._stop.set()
+            self._cond.notify_all()
+            lost = len(self._held)
+        if lost:
+            log.error("[journal] %s: %d held events could not be journaled before shutdown: LOST",
+                      self._label, lost)

@@ -133,6 +133,9 @@ def _accounts(accounts: list[AccountStatus], now_s: float) -> Iterator[Metric]:
     mutations = counter("wadaemon_mutations_applied", "Edits, revokes and reactions applied")
     rejected = counter("wadaemon_events_rejected", "WhatsApp events that could not be translated")
     capture = counter("wadaemon_capture_errors", "Raw events the capture file could not take")
+    held = gauge("wadaemon_journal_held_events", "Events held in memory because the journal refuses appends")
+    dead = gauge("wadaemon_dead_letters", "Journal entries set aside because the store refused them")
+    restarts = counter("wadaemon_pipeline_restarts", "Restarts of the account's pipeline after a crash")
     pending = gauge("wadaemon_updates_pending", "Receipts and mutations waiting for their message",
                     ["kind"])
     backlog = gauge("wadaemon_journal_backlog_entries", "Journal entries not yet committed")
@@ -154,6 +157,9 @@ def _accounts(accounts: list[AccountStatus], now_s: float) -> Iterator[Metric]:
         mutations.add_metric([account], a.mutations_applied)
         rejected.add_metric([account], a.rejected)
         capture.add_metric([account], a.capture_errors)
+        held.add_metric([account], a.held_events)
+        dead.add_metric([account], a.dead_letters)
+        restarts.add_metric([account], a.pipeline_restarts)
         pending.add_metric([account, "receipt"], a.pending_receipts)
         pending.add_metric([account, "mutation"], a.pending_mutations)
         backlog.add_metric([account], a.journal_backlog)
@@ -166,5 +172,5 @@ def _accounts(accounts: list[AccountStatus], now_s: float) -> Iterator[Metric]:
         capability.add_metric([account], 1 if a.history_request_capability == "available" else 0)
         if a.last_realtime_ingest_ms is not None:
             last_ingest.add_metric([account], a.last_realtime_ingest_ms / 1000)
-    yield from (ingested, receipts, mutations, rejected, capture, pending, backlog, oldest, state, progress,
+    yield from (ingested, receipts, mutations, rejected, capture, held, dead, restarts, pending, backlog, oldest, state, progress,
                 chunks, capability, last_ingest)

@@ -57,6 +57,9 @@ class AccountStatus(msgspec.Struct):
     last_dead_letter: str = ""
     #: Times the account's pipeline was restarted after a crash (a loop shows here and in /health).
     pipeline_restarts: int = 0
+    #: Events the journal refused (full disk) held in memory for retry, and the append error.
+    held_events: int = 0
+    journal_error: str = ""
     pipeline_restarted_at_ms: int | None = None
 
 
@@ -69,6 +72,9 @@ def health_problems(accounts: list[AccountStatus], now_ms: int) -> list[str]:
     operator must act on (a pure rule over the status board, so it is tested without HTTP)."""
     problems = []
     for a in accounts:
+        if a.held_events or a.journal_error:
+            problems.append(f"{a.account_id}: journal refuses appends, {a.held_events} events held: "
+                            f"{a.journal_error}"[:300])
         restarted = a.pipeline_restarted_at_ms
         if a.pipeline_restarts > 1 and restarted is not None and now_ms - restarted < RESTART_LOOP_WINDOW_MS:
             problems.append(f"{a.account_id}: pipeline restarting ({a.pipeline_restarts} restarts): {a.last_error}"[:300])

@@ -34,7 +34,7 @@ from wadaemon.actors.work import EntryLedger
 from wadaemon.config import Settings
 from wadaemon.domain import AccountDoc
 from wadaemon.identity import IdentityResolver
-from wadaemon.journal import Journal, JournalReader
+from wadaemon.journal import HeldAppends, Journal, JournalReader
 from wadaemon.status import AccountStatus, DaemonStatus
 from wadaemon.store.runner import StoreRunner
 from wadaemon.whatsapp.capture import CaptureWriter
@@ -52,21 +52,31 @@ class JournalSink:
     The journal comes first because it is what keeps the event; the capture is a debugging copy
     whose failures the writer only counts and logs, so a full disk under the capture directory
     never costs an event. The count is shown on the status board (/diag ``captureErrors``).
+
+    An append the journal refuses (a full disk) is held and retried (``HeldAppends``), never
+    dropped; the held count and the error are on the status board (``heldEvents``,
+    ``journalError``) and make /health ``degraded``. Every transport delivers through here, so
+    the rule holds for all of them.
     """
 
     def __init__(self, journal: Journal, capture: CaptureWriter | None, status: AccountStatus) -> None:
-        self._journal = journal
+        self.appends = HeldAppends(journal, label=status.account_id, on_change=self._held_changed)
         self._capture = capture
         self._status = status
 
+    def _held_changed(self, held: int, error: str) -> None:
+        self._status.held_events = held
+        self._status.journal_error = error
+
     def deliver(self, event: RawEvent) -> None:
-        self._journal.append(event)
+        self.appends.append(event)
         if self._capture is not None and not self._capture.write(event):
             # One int assignment from the transport's thread: atomic, and the count is the
             # writer's own (kept under its lock), so concurrent deliveries cannot lose one.
             self._status.capture_errors = self._capture.failures
 
     def close(self) -> None:
+        self.appends.close()
         if self._capture is not None:
             self._capture.close()
 
@@ -177,9 +187,10 @@ class AccountRuntime:
         self._progress = trio.Event()
 
     def drained(self) -> bool:
-        """Nothing is left in the journal but updates waiting for a message that has not
-        arrived (those stay journaled until it does, or until they expire)."""
-        return self.ctx.quiet() and self.journal.backlog() <= self.ctx.status.pending_entries
+        """Nothing is held for the journal and nothing is left in it but updates waiting for a
+        message that has not arrived (those stay journaled until it does, or until they expire)."""
+        return (self.ctx.quiet() and self.sink.appends.held() == 0
+                and self.journal.backlog() <= self.ctx.status.pending_entries)
 
     async def wait_drained(self) -> None:
         """Until ``drained()``; woken by the ledger, never by polling."""

@@ -90,6 +90,8 @@ class DiagAccount(msgspec.Struct, rename="camel"):
     dead_letters: int
     last_dead_letter: str
     pipeline_restarts: int
+    held_events: int
+    journal_error: str
     pipeline_restarted_at_ms: int | None
 
 

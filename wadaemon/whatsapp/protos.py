@@ -253,3 +253,23 @@ def qr(*codes: str) -> Any:
 def _is_media(content: Any) -> bool:
     return any(content.HasField(f) for f in ("imageMessage", "videoMessage", "audioMessage",
                                              "documentMessage", "stickerMessage"))
+
+
+def message_from_bytes(data: bytes) -> Any:
+    """A waE2E ``Message`` from its serialised bytes."""
+    return E.Message.FromString(data)
+
+
+def history_of(raw: RawEvent) -> Any:
+    """The ``HistorySync`` payload (``Data``) of a HistorySync RawEvent."""
+    return N.HistorySync.FromString(raw.data).Data
+
+
+def message_ids(raw: RawEvent) -> list[str]:
+    """Ids of the messages an event carries: a realtime Message's own id, or every message of a
+    HistorySync's conversations; none for other events."""
+    if raw.name == "Message":
+        return [N.Message.FromString(raw.data).Info.ID]
+    if raw.name == "HistorySync":
+        return [item.message.key.ID for conv in history_of(raw).conversations for item in conv.messages]
+    return []

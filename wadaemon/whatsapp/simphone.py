@@ -14,12 +14,22 @@ Everything is deterministic from ``seed``:
   index 0 is the oldest message, the newest ``chat.history`` messages go out in the pairing
   history sync and the ``archive_depth`` older ones only in answer to ``request_history`` — so a
   backfill has something real to find. Memory is bounded by one history chunk, whatever the size;
-* live traffic (``emit_*``, ``run_live``) with ids from counters and timestamps from a simulated
-  clock that starts after the newest archived message.
+* live traffic (``emit_*``, ``run_live``, ``emit_live``) with ids from counters and timestamps
+  from a simulated clock that starts after the newest archived message. Live messages (and texts
+  sent through ``send_text``) are *kept on the phone* (``live_messages``), as a real phone keeps
+  them: an on-demand history request reaches them too, so a message dropped from the offline
+  queue is still recoverable, exactly as on WhatsApp.
 
 While disconnected (before ``start``, after ``disconnect`` or ``stop``), live events are held,
 as WhatsApp's server holds them, and delivered on the next connect between an
-``OfflineSyncPreview`` and an ``OfflineSyncCompleted``.
+``OfflineSyncPreview`` and an ``OfflineSyncCompleted``. The held queue has an optional cap
+(``max_held``: the oldest are dropped beyond it) and can be dropped on purpose (``drop_held``);
+dropped events never reach the device, but their messages stay on the phone.
+
+This one model serves both the in-process transport (this class, for unit tests and benches)
+and the simulated WhatsApp service (``wadaemon.whatsapp.simserver``), which runs one SimPhone
+per account and plugs each client connection in as the phone's sink: one source of truth for
+content, ids, timestamps and addressing.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import msgspec
 
 from wadaemon.identity import normalise_jid
 from wadaemon.whatsapp import protos as P
@@ -68,6 +80,48 @@ KIND_TYPES = {"reply": "text"}
 ChatKind = Literal["pn", "lid", "group"]
 ReceiptName = Literal["delivered", "read", "played"]
 _Item = tuple[Literal["event", "control", "stream"], Any]
+
+
+class SinkGone(TransportError):
+    """Raised by a sink whose device went away (a closed service connection): the event is held
+    for the next connection and delivery stops quietly until the next ``start``."""
+
+
+class LiveMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message created after pairing (live traffic or ``send_text``), as the phone keeps it.
+    ``content`` is the serialised waE2E ``Message``: small, and rebuilt only for on-demand answers."""
+
+    chat_index: int
+    message_id: str
+    ts_ms: int
+    from_me: bool
+    sender_index: int  # index into the chat's participants for groups; -1 otherwise
+    content: bytes
+    origin: Literal["live", "sent"]
+
+
+class LiveMix:
+    """Ratios of a live traffic stream and the phone-sent messages it may still refer to."""
+
+    def __init__(self, outbound_ratio: float, receipt_ratio: float, edit_ratio: float,
+                 reaction_ratio: float, cum_weights: list[float]) -> None:
+        self.outbound_ratio = outbound_ratio
+        self.receipt_ratio = receipt_ratio
+        self.edit_ratio = edit_ratio
+        self.reaction_ratio = reaction_ratio
+        self.cum_weights = cum_weights
+        self.recent: deque[tuple[SimChat, str]] = deque(maxlen=64)
+
+
+class HistoryRequest(msgspec.Struct, kw_only=True):
+    """One on-demand history request as the phone received it."""
+
+    chat: str
+    oldest_id: str
+    oldest_ts_ms: int
+    count: int
+    answered: bool = False
+    messages: int = 0
 
 
 class _Session:
@@ -152,17 +206,29 @@ class SimPhone:
     newest ``bootstrap_per_chat`` messages of every chat as INITIAL_BOOTSTRAP, the next
     ``recent_per_chat`` as RECENT, the rest as FULL, in chunks of at most ``chunk_size``
     messages, then a PUSH_NAME chunk.
+
+    ``pairing_per_chat`` (the service's ``--pairing-history``) caps what the pairing history
+    delivers per chat: each chat then *holds* its share of ``history_messages`` (plus
+    ``archive_depth``) but only its newest ``pairing_per_chat`` go out at pairing; the rest are
+    reachable only by on-demand requests (the shallow-history situation users report).
+
+    On-demand requests are answered after ``history_delay_s`` (0: at once, on the caller's
+    thread), or never while ``history_answers`` is False (the phone is offline); every request
+    is logged in ``history_log``.
     """
 
     def __init__(self, account_id: str, seed: int = 0, *, chats: int = 12, history_messages: int = 240,
                  archive_depth: int = 100, chunk_size: int = 500, group_ratio: float = 0.2,
                  lid_ratio: float = 0.5, bootstrap_per_chat: int = 10, recent_per_chat: int = 40,
                  paired: bool = False, auto_receipts: bool = True, history_requests: bool = True,
-                 stop_timeout_s: float = 10.0) -> None:
+                 stop_timeout_s: float = 10.0, pairing_per_chat: int | None = None,
+                 max_held: int | None = None, history_delay_s: float = 0.0) -> None:
         if chunk_size < 1 or chats < 0 or history_messages < 0 or archive_depth < 0:
             raise ValueError("chunk_size must be positive; counts must not be negative")
         if chats == 0 and history_messages:
             raise ValueError("history_messages needs at least one chat")
+        if (pairing_per_chat is not None and pairing_per_chat < 0) or (max_held is not None and max_held < 0):
+            raise ValueError("pairing_per_chat and max_held must not be negative")
         self.account_id = account_id
         self.seed = seed
         self.archive_depth = archive_depth
@@ -172,11 +238,15 @@ class SimPhone:
         self.auto_receipts = auto_receipts
         self.history_requests = history_requests
         self.stop_timeout_s = stop_timeout_s
+        self.pairing_per_chat = pairing_per_chat
+        self.max_held = max_held
+        self.history_delay_s = history_delay_s
+        self.history_answers = True
         # Numbering plans that cannot collide: the owner 4075…/3…@lid, contacts 4074…/2…@lid.
         self.own = SimPerson(-1, f"4075{seed % 10**7:07d}@s.whatsapp.net",
                              f"3{seed % 10**4:04d}0000000000@lid", "Sim Owner")
-        self.history_total = history_messages
         self.chats: tuple[SimChat, ...] = self._population(chats, history_messages, group_ratio, lid_ratio)
+        self.history_total = sum(chat.history for chat in self.chats)
         self._by_jid: dict[str, SimChat] = {}
         self._pn_of: dict[str, str] = {}
         for chat in self.chats:
@@ -186,6 +256,9 @@ class SimPhone:
             for person in (*chat.participants, *([chat.person] if chat.person else [])):
                 self._pn_of[person.lid] = person.pn
         self.sent: list[SendResult] = []
+        self.live_messages: dict[int, list[LiveMessage]] = {}
+        self.history_log: list[HistoryRequest] = []
+        self.dropped = 0  # held events dropped (cap or drop_held): never delivered
 
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -225,6 +298,8 @@ class SimPhone:
         for index, kind in enumerate(kinds):
             share = history // count + (1 if index < history % count else 0)
             size = share + self.archive_depth
+            if self.pairing_per_chat is not None:
+                share = min(share, self.pairing_per_chat)
             if kind == "group":
                 members = 3 + _digest(self.seed, "members", index)[0] % 6
                 people = tuple(self._person(count + index * 8 + k) for k in range(members))
@@ -283,6 +358,20 @@ class SimPhone:
         """Archive indices the pairing history delivers (the newest ``chat.history``)."""
         chat = self.chat(ref)
         return range(chat.archive_size - chat.history, chat.archive_size)
+
+    def holdings(self) -> Iterator[tuple[SimChat, str, int, bool, str]]:
+        """Every message the phone holds: (chat, id, timestamp ms, from me, origin), origin being
+        ``pairing`` (in the pairing history), ``archive`` (only by on-demand request), ``live``
+        or ``sent`` (through ``send_text``). Archived ones are computed, never stored."""
+        for chat in self.chats:
+            pairing = self.history_range(chat)
+            for index in range(chat.archive_size):
+                msg = self.message_at(chat, index)
+                yield chat, msg.message_id, msg.ts_ms, msg.from_me, "pairing" if index in pairing else "archive"
+        with self._lock:
+            live = [m for chat in self.chats for m in self.live_messages.get(chat.index, ())]
+        for m in live:
+            yield self.chats[m.chat_index], m.message_id, m.ts_ms, m.from_me, m.origin
 
     def resolve_lid(self, lid_jid: str) -> str:
         lid = normalise_jid(lid_jid)
@@ -373,7 +462,10 @@ class SimPhone:
         return person.lid.replace("@", f":{device}@"), "" if hidden else person.pn, ""
 
     def _realtime(self, chat: SimChat, content: Any, *, message_id: str, ts_ms: int, from_me: bool,
-                  sender: SimPerson | None = None, edit_attr: str = "") -> RawEvent:
+                  sender: SimPerson | None = None, edit_attr: str = "", keep: bool = True) -> RawEvent:
+        """A realtime Message event; ``keep``: the phone keeps it (a message, not an update)."""
+        if keep:
+            self._keep(chat, message_id, ts_ms, from_me, sender, content, "live")
         device = 0 if from_me else _digest(self.seed, chat.index, message_id)[0] % 3
         who, who_alt, recipient_alt = self._addressing(chat, sender, from_me, device)
         pushname = self.own.name if from_me else (sender or chat.person or self.own).name
@@ -389,6 +481,22 @@ class SimPhone:
         return P.raw(P.receipt_event(chat=chat.jid, sender=who, sender_alt=who_alt,
                                      recipient_alt=recipient_alt, message_ids=message_ids,
                                      kind=kind, ts_s=ts_ms // 1000, from_me=from_me))
+
+    def _keep(self, chat: SimChat, message_id: str, ts_ms: int, from_me: bool,
+              sender: SimPerson | None, content: Any, origin: Literal["live", "sent"]) -> None:
+        index = chat.participants.index(sender) if chat.is_group and sender in chat.participants else -1
+        self.live_messages.setdefault(chat.index, []).append(LiveMessage(
+            chat_index=chat.index, message_id=message_id, ts_ms=ts_ms, from_me=from_me,
+            sender_index=index, content=content.SerializeToString(), origin=origin))
+
+    def _live_web_message(self, msg: LiveMessage) -> Any:
+        chat = self.chats[msg.chat_index]
+        sender = chat.participants[msg.sender_index] if msg.sender_index >= 0 else None
+        participant = (self.own.lid if msg.from_me else sender.lid if sender else "") if chat.is_group else ""
+        return P.web_message(chat=chat.jid, message_id=msg.message_id,
+                             content=P.message_from_bytes(msg.content), ts_s=msg.ts_ms // 1000,
+                             from_me=msg.from_me, participant=participant,
+                             push_name="" if msg.from_me or not sender else sender.name)
 
     def _tick(self) -> tuple[int, int]:
         """Next live (sequence, timestamp ms); callers hold the lock."""
@@ -443,18 +551,24 @@ class SimPhone:
 
     def on_demand_answer(self, chat_jid: str, oldest_ts_ms: int, count: int) -> RawEvent:
         """The ON_DEMAND HistorySync answering a request anchored at ``oldest_ts_ms``: the newest
-        min(count, 50) archived messages strictly older than the anchor, newest first."""
+        min(count, 50) messages the phone holds strictly older than the anchor (live ones first,
+        being newer than every archived one), newest first."""
         want = max(0, min(count, ON_DEMAND_MAX))
         try:
             chat = self.chat(chat_jid)
         except KeyError:
             conv = P.conversation(normalise_jid(chat_jid), [], end_of_history=1)
             return P.raw(P.history_sync_event("ON_DEMAND", [conv], chunk_order=1, progress=100))
+        with self._lock:
+            live = [m for m in self.live_messages.get(chat.index, ()) if m.ts_ms < oldest_ts_ms]
+        picked = live[len(live) - min(want, len(live)):]
+        messages = [self._live_web_message(m) for m in reversed(picked)]
         newest_ms = chat.ts_ms(chat.archive_size - 1)
         older = max(0, min(chat.archive_size, chat.archive_size - 1 - (newest_ms - oldest_ts_ms) // (GAP_S * 1000)))
-        start = max(0, older - want)
-        messages = [self._history_message(self.message_at(chat, i)) for i in range(older - 1, start - 1, -1)]
-        end = 1 if start == 0 else 2  # COMPLETE_AND_NO_MORE_... / COMPLETE_ON_DEMAND_SYNC_BUT_MORE_...
+        start = max(0, older - (want - len(picked)))
+        messages += [self._history_message(self.message_at(chat, i)) for i in range(older - 1, start - 1, -1)]
+        more = start > 0 or len(picked) < len(live)
+        end = 2 if more else 1  # COMPLETE_ON_DEMAND_SYNC_BUT_MORE_... / COMPLETE_AND_NO_MORE_...
         return P.raw(P.history_sync_event("ON_DEMAND", [self._conversation(chat, messages, end)],
                                           chunk_order=1, progress=100))
 
@@ -503,8 +617,10 @@ class SimPhone:
             n, ts_ms = self._tick()
             result = SendResult("3EB0" + _digest(self.seed, "send", n)[:8].hex().upper(), ts_ms)
             self.sent.append(result)
-            if self.auto_receipts and normalise_jid(to_jid) in self._by_jid:
-                chat = self._by_jid[normalise_jid(to_jid)]
+            chat = self._by_jid.get(normalise_jid(to_jid))
+            if chat is not None:
+                self._keep(chat, result.message_id, ts_ms, True, None, P.text(text), "sent")
+            if self.auto_receipts and chat is not None:
                 for kind in ("DELIVERED", "READ"):
                     _, ts = self._tick()
                     self._emit_locked(self._receipt(chat, [result.message_id], kind, ts))
@@ -517,15 +633,33 @@ class SimPhone:
         with self._lock:
             if not self._online:
                 raise TransportError("not connected")
-            self._emit_locked(self.on_demand_answer(chat_jid, oldest_ts_ms, count))
+            request = HistoryRequest(chat=normalise_jid(chat_jid), oldest_id=oldest_id,
+                                     oldest_ts_ms=oldest_ts_ms, count=count)
+            self.history_log.append(request)
+            if not self.history_answers:
+                return  # the phone is offline: WhatsApp accepted the request, nobody answers
+        if self.history_delay_s > 0:
+            timer = threading.Timer(self.history_delay_s, self._answer, args=(request,))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._answer(request)
+
+    def _answer(self, request: HistoryRequest) -> None:
+        answer = self.on_demand_answer(request.chat, request.oldest_ts_ms, request.count)
+        with self._lock:
+            request.answered = True
+            request.messages = sum(len(c.messages) for c in P.history_of(answer).conversations)
+            self._emit_locked(answer)
 
     # ----------------------------------------------------------------------------------------
     # Live traffic (callable from any thread; delivery happens on the phone's thread)
     # ----------------------------------------------------------------------------------------
 
     def emit_content(self, ref: int | str | SimChat, content: Any, *, from_me: bool = False,
-                     sender: SimPerson | None = None, edit_attr: str = "") -> str:
-        """A realtime message with any waE2E content (see ``protos``); returns its id."""
+                     sender: SimPerson | None = None, edit_attr: str = "", keep: bool = True) -> str:
+        """A realtime message with any waE2E content (see ``protos``); returns its id. ``keep``:
+        the phone keeps it as a message (False for edits, revokes and reactions)."""
         chat = self.chat(ref)
         if chat.is_group and not from_me and sender is None:
             sender = chat.participants[0]
@@ -533,7 +667,8 @@ class SimPhone:
             n, ts_ms = self._tick()
             message_id = self._live_id(n)
             self._emit_locked(self._realtime(chat, content, message_id=message_id, ts_ms=ts_ms,
-                                             from_me=from_me, sender=sender, edit_attr=edit_attr))
+                                             from_me=from_me, sender=sender, edit_attr=edit_attr,
+                                             keep=keep))
         return message_id
 
     def emit_inbound(self, ref: int | str | SimChat | None = None, text: str | None = None, *,
@@ -573,18 +708,18 @@ class SimPhone:
                   from_me: bool = True) -> str:
         chat = self.chat(ref)
         content = P.edit(self._key(chat, target_id, from_me), P.text(new_text))
-        return self.emit_content(chat, content, from_me=from_me, edit_attr="1")
+        return self.emit_content(chat, content, from_me=from_me, edit_attr="1", keep=False)
 
     def emit_revoke(self, ref: int | str | SimChat, target_id: str, *, from_me: bool = True) -> str:
         chat = self.chat(ref)
         return self.emit_content(chat, P.revoke(self._key(chat, target_id, from_me)),
-                                 from_me=from_me, edit_attr="7")
+                                 from_me=from_me, edit_attr="7", keep=False)
 
     def emit_reaction(self, ref: int | str | SimChat, target_id: str, emoji: str, *,
                       from_me: bool = False, target_from_me: bool = True) -> str:
         chat = self.chat(ref)
         content = P.reaction(self._key(chat, target_id, target_from_me), emoji)
-        return self.emit_content(chat, content, from_me=from_me)
+        return self.emit_content(chat, content, from_me=from_me, keep=False)
 
     def emit_raw(self, raw: RawEvent) -> None:
         with self._lock:
@@ -620,45 +755,75 @@ class SimPhone:
             self._online = False
             self._put(("control", P.raw(P.stream_replaced())))
 
-    def run_live(self, rate_per_s: float, duration_s: float, *, outbound_ratio: float = 0.15,
-                 receipt_ratio: float = 0.1, zipf_s: float = 0.0) -> int:
-        """Queue a paced stream of live traffic (inbound texts, phone-sent texts, receipts for
-        them); returns how many events it will emit. Pacing waits on the stop event.
+    def live_mix(self, *, outbound_ratio: float = 0.15, receipt_ratio: float = 0.1,
+                 edit_ratio: float = 0.0, reaction_ratio: float = 0.0, zipf_s: float = 0.0) -> LiveMix:
+        """The shape of a live traffic stream, for ``emit_live`` and ``run_live``.
 
         Chats are picked uniformly, or with ``zipf_s > 0`` by Zipf's law (the k-th chat with
         weight 1/k**s: a few busy groups carry most of the traffic, as on real accounts)."""
-        total = int(rate_per_s * duration_s)
         weights = list(itertools.accumulate(1 / (k + 1) ** zipf_s for k in range(len(self.chats))))
-        self._put_stream(self._live_stream(total, rate_per_s, outbound_ratio, receipt_ratio, weights))
+        return LiveMix(outbound_ratio, receipt_ratio, edit_ratio, reaction_ratio, weights)
+
+    def run_live(self, rate_per_s: float, duration_s: float, *, outbound_ratio: float = 0.15,
+                 receipt_ratio: float = 0.1, zipf_s: float = 0.0) -> int:
+        """Queue a paced stream of live traffic (inbound texts, phone-sent texts, receipts for
+        them); returns how many events it will emit. Pacing waits on the stop event, and the
+        stream is held (paused) while disconnected."""
+        total = int(rate_per_s * duration_s)
+        mix = self.live_mix(outbound_ratio=outbound_ratio, receipt_ratio=receipt_ratio, zipf_s=zipf_s)
+        self._put_stream(self._live_stream(total, rate_per_s, mix))
         return total
 
-    def _live_stream(self, total: int, rate: float, outbound_ratio: float,
-                     receipt_ratio: float, cum_weights: list[float]) -> Iterator[RawEvent]:
+    def emit_live(self, mix: LiveMix) -> None:
+        """One event of live traffic now (held while disconnected): the service's traffic
+        streams, which go on whether a device is connected or not, as a real phone's do."""
+        with self._lock:
+            self._emit_locked(self._live_event(mix))
+
+    def _live_stream(self, total: int, rate: float, mix: LiveMix) -> Iterator[RawEvent]:
         started = time.monotonic()
-        recent: deque[tuple[SimChat, str]] = deque(maxlen=64)
         for step in range(total):
             delay = started + step / rate - time.monotonic()
             session = self._session
             if delay > 0 and session is not None:
                 session.stopping.wait(delay)  # pacing; a stop cuts it short and holds the rest
             with self._lock:
-                chat = self._rng.choices(self.chats, cum_weights=cum_weights)[0]
-                roll = self._rng.random()
-                n, ts_ms = self._tick()
-                if roll < receipt_ratio and recent:
-                    target_chat, target = recent.popleft()
-                    event = self._receipt(target_chat, [target], "READ", ts_ms)
-                else:
-                    from_me = roll < receipt_ratio + outbound_ratio
-                    message_id = self._live_id(n)
-                    sender = (chat.participants[self._rng.randrange(len(chat.participants))]
-                              if chat.is_group and not from_me else None)
-                    text = f"{self._rng.choice(WORDS)} {self._rng.choice(WORDS)} live {n}"
-                    event = self._realtime(chat, P.text(text), message_id=message_id, ts_ms=ts_ms,
-                                           from_me=from_me, sender=sender)
-                    if from_me:
-                        recent.append((chat, message_id))
+                event = self._live_event(mix)
             yield event
+
+    def _live_event(self, mix: LiveMix) -> RawEvent:
+        """The next live event (callers hold the lock). One roll decides: a receipt, an edit or a
+        reaction for a recent phone-sent message, else a text (from the phone or to it)."""
+        chat = self._rng.choices(self.chats, cum_weights=mix.cum_weights)[0]
+        roll = self._rng.random()
+        n, ts_ms = self._tick()
+        recent = mix.recent
+        edit_top = mix.receipt_ratio + mix.edit_ratio
+        reaction_top = edit_top + mix.reaction_ratio
+        if roll < mix.receipt_ratio and recent:
+            target_chat, target = recent.popleft()
+            return self._receipt(target_chat, [target], "READ", ts_ms)
+        if mix.receipt_ratio <= roll < reaction_top and recent:
+            target_chat, target = recent[-1]
+            key = self._key(target_chat, target, True)
+            if roll < edit_top:
+                return self._realtime(target_chat, P.edit(key, P.text(f"edited live {n}")),
+                                      message_id=self._live_id(n), ts_ms=ts_ms, from_me=True,
+                                      edit_attr="1", keep=False)
+            sender = target_chat.participants[0] if target_chat.is_group else None
+            return self._realtime(target_chat, P.reaction(key, "\N{THUMBS UP SIGN}"),
+                                  message_id=self._live_id(n), ts_ms=ts_ms, from_me=False,
+                                  sender=sender, keep=False)
+        from_me = roll < reaction_top + mix.outbound_ratio
+        message_id = self._live_id(n)
+        sender = (chat.participants[self._rng.randrange(len(chat.participants))]
+                  if chat.is_group and not from_me else None)
+        text = f"{self._rng.choice(WORDS)} {self._rng.choice(WORDS)} live {n}"
+        event = self._realtime(chat, P.text(text), message_id=message_id, ts_ms=ts_ms,
+                               from_me=from_me, sender=sender)
+        if from_me:
+            recent.append((chat, message_id))
+        return event
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """True once everything queued so far was delivered (or held while offline)."""
@@ -699,8 +864,19 @@ class SimPhone:
     def _emit_locked(self, raw: RawEvent) -> None:
         if self._online:
             self._put(("event", raw))
-        else:
-            self._held_events.append(raw)
+            return
+        self._held_events.append(raw)
+        if self.max_held is not None and len(self._held_events) > self.max_held:
+            self._held_events.popleft()  # beyond the cap the oldest go, as WhatsApp's server does
+            self.dropped += 1
+
+    def drop_held(self) -> int:
+        """Drop every event held for the device (they stay on the phone); returns how many."""
+        with self._lock:
+            count = len(self._held_events)
+            self._held_events.clear()
+            self.dropped += count
+        return count
 
     def _connect_locked(self) -> None:
         held = list(self._held_events)
@@ -749,6 +925,14 @@ class SimPhone:
                     except Exception:
                         self._hold(item)
                         raise
+            except SinkGone as exc:
+                log.info("[simphone] %s: the device went away; holding for the next start: %s",
+                         self.account_id, exc)
+                with self._lock:
+                    self._online = False
+                self._done()
+                self._drain(session)
+                return
             except Exception as exc:
                 log.error("[simphone] %s: the sink refused an event; delivery stopped until the "
                           "next start: %s", self.account_id, exc)

@@ -1,0 +1,122 @@
+"""The simulated WhatsApp service against real `wadaemon run` processes: the store matches the
+service's ground truth; replacements are counted; the offline queue and its gap."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.procs import DaemonSet, SimServer, wait_until
+
+pytestmark = pytest.mark.slow
+
+ACC = "sim-1"
+
+
+def assert_store_matches_truth(daemons: DaemonSet, sim: SimServer, account: str) -> None:
+    """Every message the phone holds and delivered is in the store, in its chat's thread, with
+    its timestamp and direction; the store holds nothing else."""
+    truth = sim.truth(account)
+    stored = daemons.messages(account)
+    delivered = [m for m in truth.messages if m.delivered_to]
+    assert set(stored) == {m.id for m in delivered}
+    for held in delivered:
+        thread_jid, doc = stored[held.id]
+        assert thread_jid in {held.chat, held.chat_pn} - {""}, (held, thread_jid)
+        assert doc.ts_client_ms == held.ts_ms, held
+        assert (doc.direction == "outbound") == held.from_me, held
+
+
+def test_daemon_ingests_pairing_history_and_live_traffic_exactly(
+        simserver: Callable[..., SimServer], daemons: DaemonSet) -> None:
+    sim = simserver(accounts=1, chats=8, history=160, chunk_size=40)
+    daemon = daemons.start("inst-a", sim)
+    daemon.wait_ready()
+    sim.traffic(ACC, rate=200, count=150, edits=0.05, reactions=0.05)
+
+    def settled() -> bool:
+        truth = sim.truth(ACC)
+        return (sim.summary(ACC).traffic_sent == 150 and truth.delivered_ids() == truth.ids()
+                and daemons.message_ids(ACC) == truth.ids())
+
+    wait_until(settled, "every held message is delivered and stored", logs=daemons.logs())
+    truth = sim.truth(ACC)
+    assert len(truth.ids("pairing")) == 160 and truth.ids("live")
+    assert {m.delivered_to[0] for m in truth.messages} == {"inst-a"}
+    assert_store_matches_truth(daemons, sim, ACC)
+    assert truth.replacements == 0 and len(truth.connections) == 1
+    assert daemon.account_state(ACC) == "connected"
+
+
+def test_two_daemons_on_one_account_are_counted_as_replacements(
+        simserver: Callable[..., SimServer], daemons: DaemonSet) -> None:
+    sim = simserver(accounts=1, chats=4, history=40)
+    first = daemons.start("inst-a", sim)
+    wait_until(lambda: sim.summary(ACC).connected_client == "inst-a", "inst-a is connected",
+               logs=daemons.logs())
+    second = daemons.start("inst-b", sim)
+    wait_until(lambda: sim.summary(ACC).connected_client == "inst-b", "inst-b took the account",
+               logs=daemons.logs())
+    truth = sim.truth(ACC)
+    assert truth.replacements == 1
+    assert [(c.client, c.reason) for c in truth.connections] == [
+        ("inst-a", f"replaced by client=inst-b (connection {truth.connections[1].number})"),
+        ("inst-b", "")]
+    wait_until(lambda: first.account_state(ACC) == "disconnected", "inst-a reports the account lost",
+               logs=daemons.logs())
+    second.wait_ready()
+    # The pairing history went out once, to whichever connection was first: nothing is lost.
+    wait_until(lambda: daemons.message_ids(ACC) == truth.ids("pairing"), "the history is stored",
+               logs=daemons.logs())
+
+
+def test_offline_queue_delivers_on_reconnect_and_a_dropped_queue_leaves_a_gap(
+        simserver: Callable[..., SimServer], daemons: DaemonSet) -> None:
+    sim = simserver(accounts=1, chats=4, history=20)
+    daemon = daemons.start("inst-a", sim)
+    wait_until(lambda: daemons.message_ids(ACC) == sim.truth(ACC).ids(), "pairing history stored",
+               logs=daemons.logs())
+
+    daemon.kill()
+    wait_until(lambda: sim.summary(ACC).connected_client is None, "the service saw the crash")
+    queued = [sim.inject(ACC, chat=n % 4, text=f"while down {n}") for n in range(5)]
+    assert sim.summary(ACC).held == 5
+    daemon = daemons.start("inst-a", sim)  # the same data dir: a restart
+    wait_until(lambda: set(queued) <= daemons.message_ids(ACC), "the offline queue is delivered",
+               logs=daemons.logs())
+    assert sim.summary(ACC).held == 0
+
+    daemon.kill()
+    wait_until(lambda: sim.summary(ACC).connected_client is None, "the service saw the crash")
+    lost = [sim.inject(ACC, chat=n % 4, text=f"dropped {n}") for n in range(4)]
+    assert sim.drop_queue(ACC) == 4
+    daemons.start("inst-a", sim)
+    wait_until(lambda: sim.summary(ACC).connected_client == "inst-a", "reconnected", logs=daemons.logs())
+    after = sim.inject(ACC, chat=0, text="after the gap")
+    wait_until(lambda: after in daemons.message_ids(ACC), "live traffic flows again", logs=daemons.logs())
+
+    truth = sim.truth(ACC)
+    gap = truth.ids() - truth.delivered_ids()
+    assert gap == set(lost)  # on the phone, never delivered: only an on-demand request can close it
+    assert not gap & daemons.message_ids(ACC)
+    assert truth.dropped == 4 and truth.held == 0
+    assert_store_matches_truth(daemons, sim, ACC)
+
+
+def test_daemon_reports_disconnected_and_reconnects_when_the_service_returns(
+        simserver: Callable[..., SimServer], daemons: DaemonSet) -> None:
+    sim = simserver(accounts=1, chats=2, history=4)
+    daemon = daemons.start("inst-a", sim)
+    daemon.wait_ready()
+    wait_until(lambda: daemon.account_state(ACC) == "connected", "connected", logs=daemons.logs())
+    address = sim.address
+    sim.stop()
+    wait_until(lambda: daemon.account_state(ACC) == "disconnected", "the daemon reports disconnected",
+               logs=daemons.logs())
+    again = simserver(listen=address, accounts=1, chats=2, history=4)
+    wait_until(lambda: again.summary(ACC).connected_client == "inst-a", "the daemon reconnected",
+               logs=daemons.logs())
+    wait_until(lambda: daemon.account_state(ACC) == "connected", "the daemon reports connected",
+               logs=daemons.logs())
+    assert daemon.alive()
