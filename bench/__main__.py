@@ -16,6 +16,9 @@ this run, never a number remembered from another. Sections (all by default):
 * adopt: a generated legacy database (``tests.legacy.generator``) adopted, scanning alone (the
   dry run) against scanning + fixing: documents scanned per second, writes per fixed
   document, peak RSS.
+* schedulers: an auto-backfill tick over 200 accounts inside their cooldown (store reads and
+  writes per tick), backfill throughput from on-demand answers and requests per gained
+  message (SQLite and Firestore), recent-sync requests with no gap.
 
 Results: a table on stdout and ``bench/results/latest.json``.
 """
@@ -97,7 +100,7 @@ def main() -> int:
     parser.add_argument("sections", nargs="*", metavar="section", help="ingest, realtime, scale (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller and shorter (about two minutes)")
     args = parser.parse_args()
-    known = ("ingest", "realtime", "scale", "adopt")
+    known = ("ingest", "realtime", "scale", "adopt", "schedulers")
     if unknown := set(args.sections) - set(known):
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(known)}")
     sections = args.sections or list(known)
@@ -125,6 +128,10 @@ def main() -> int:
             results["adopt_scan"] = run_child("bench.adopt", "--mode", "scan", *size)
             emulator.reset()
             results["adopt_apply"] = run_child("bench.adopt", "--mode", "apply", *size)
+    if "schedulers" in sections:
+        with fresh_emulator():
+            results["schedulers"] = run_child("bench.schedulers", "--accounts", "200", "--ticks", "10",
+                                              "--threads", "5" if q else "10", "--firestore")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(render(results))
@@ -200,6 +207,25 @@ def render(r: dict[str, Any]) -> str:
             ("  peak RSS - before adoption", f"{fix['peak_rss_delta_mb']:.0f} MB",
              f"scan only {scan['peak_rss_delta_mb']:.0f} MB"),
         ]
+    if "schedulers" in r:
+        sc = r["schedulers"]
+        t = sc["idle_tick"]
+        rows.append((f"auto-backfill tick, {t['accounts']} accounts in cooldown: store reads / writes per tick",
+                     f"{t['reads_per_tick']:.0f} / {t['writes_per_tick']:.0f}",
+                     f"0 / 0 {_mark(t['reads_per_tick'] == 0 and t['writes_per_tick'] == 0)}; "
+                     f"{t['first_sight_reads']} reads at first sight; {t['cpu_ms_per_tick']:.2f} ms CPU per tick"))
+        for backend in ("sqlite", "firestore"):
+            b = sc.get(f"backfill_{backend}")
+            if b is None:
+                continue
+            rows += [
+                (f"backfill from on-demand answers -> {backend} ({b['threads']} threads)", f"{b['msgs_per_s']:,.0f} msg/s",
+                 f"{b['messages']:,} msgs in {b['seconds']:.1f} s"),
+                ("  requests per gained message", f"{b['requests_per_message']:.3f}",
+                 f"ideal 0.020 (1 per 50) {_mark(b['requests_per_message'] <= 0.0205)}; {b['requests']} requests"),
+            ]
+        rows.append(("recent-sync tick with no gap: history requests", f"{sc['backfill_sqlite']['recent_sync_no_gap_requests']}",
+                     f"0 {_mark(sc['backfill_sqlite']['recent_sync_no_gap_requests'] == 0)}"))
     width = max(len(name) for name, _, _ in rows)
     vwidth = max(len(value) for _, value, _ in rows)
     lines = [f"wadaemon bench{' --quick' if r['quick'] else ''}, {r['when']}", ""]

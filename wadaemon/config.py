@@ -96,6 +96,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auto_backfill_attempt_backoff_ms: int = 600_000  # after a failure
     auto_backfill_lease_ms: int = 900_000
     auto_backfill_max_accounts_per_tick: int = 4
+    # On-demand history requests (backfill and recent-sync; beyond SPEC §2).
+    backfill_exhausted_retry_ms: int = 7 * 86_400_000  # a thread with no older history
+    history_request_timeout_ms: int = 60_000  # an answer later than this is still stored
+    history_request_pace_ms: int = 2_000  # min time between two requests to one phone
 
     # Recent-sync (gap filler).
     recent_sync_enabled: bool = True
@@ -405,6 +409,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         auto_backfill_max_accounts_per_tick=env.count(
             ["AUTO_BACKFILL_MAX_ACCOUNTS_PER_TICK"], defaults.auto_backfill_max_accounts_per_tick
+        ),
+        backfill_exhausted_retry_ms=millis(
+            [("WHATSAPP_BACKFILL_EXHAUSTED_RETRY_DAYS", "days")], defaults.backfill_exhausted_retry_ms
+        ),
+        history_request_timeout_ms=millis(
+            [("WHATSAPP_HISTORY_REQUEST_TIMEOUT_MS", "milliseconds")], defaults.history_request_timeout_ms
+        ),
+        history_request_pace_ms=millis(
+            [("WHATSAPP_HISTORY_REQUEST_PACE_MS", "milliseconds")], defaults.history_request_pace_ms,
+            minimum=0,
         ),
         recent_sync_enabled=env.flag("RECENT_SYNC_ENABLED", defaults.recent_sync_enabled),
         recent_sync_interval_ms=millis(

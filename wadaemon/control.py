@@ -16,8 +16,12 @@ message's current state (``sent`` under WhatsApp's id, ``failed``, or still ``qu
 process that dies mid-send leaves the record ``queued``: the outcome is not known, and the
 API says exactly that instead of guessing.
 
-Backfill: the manual trigger belongs to the backfill scheduler. Until one is plugged in
-(``backfill``), a trigger answers 503 ``backfill_unavailable`` and starts nothing.
+Backfill: the manual trigger belongs to the backfill scheduler
+(``wadaemon.schedulers.view.BackfillControl``), plugged in as ``backfill`` through
+``backfill_trigger``, which turns the scheduler's outcome into the API's answer: ``started``
+and ``queued`` (every slot busy: it starts when one frees) are a start; ``running`` (here) and
+``running_elsewhere`` (another instance holds the lock) are "already running"; the rest are
+refusals. Without a scheduler, a trigger answers 503 ``backfill_unavailable``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from wadaemon.http.control import (
     NotConnected,
     SendOutcome,
 )
+from wadaemon.schedulers.view import BackfillControl
 from wadaemon.whatsapp.transport import Transport
 
 log = logging.getLogger("wadaemon.control")
@@ -53,6 +58,25 @@ log = logging.getLogger("wadaemon.control")
 SEND_WAIT_S = 15.0
 
 BackfillTrigger = Callable[[str], Awaitable[BackfillStart]]
+
+
+def backfill_trigger(scheduler: BackfillControl, state_of: Callable[[str], str]) -> BackfillTrigger:
+    """The scheduler's manual trigger as the API answers it (module docstring)."""
+
+    async def trigger(account_id: str) -> BackfillStart:
+        outcome = await scheduler.trigger_backfill(account_id)
+        if outcome in ("started", "queued"):
+            return BackfillStart(True, outcome)
+        if outcome in ("running", "running_elsewhere"):
+            return BackfillStart(False, outcome)
+        if outcome == "unavailable":
+            raise BackfillUnavailable("this account's WhatsApp client cannot request history from the phone "
+                                      "(history_requests_unavailable): nothing was started")
+        if outcome == "not_connected":
+            raise NotConnected(account_id, state_of(account_id))
+        raise AccountNotHere(account_id, None)
+
+    return trigger
 
 
 class SendingAccount(Protocol):

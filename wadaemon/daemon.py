@@ -6,10 +6,15 @@
     ├── control              the actions HTTP may ask for: sends, backfill triggers
     ├── http                 aiohttp on its own thread (/health, /ready, /diag, API)
     ├── accounts             one_for_one, one subtree per account (wadaemon.actors.account)
+    ├── auto-backfill        older history, thread repair (wadaemon.schedulers.auto_backfill)
+    ├── recent-sync          the gap filler (wadaemon.schedulers.recent_sync)
     └── systemd              READY / WATCHDOG / STATUS / STOPPING (only under NOTIFY_SOCKET)
 
-Global scheduler actors (auto-backfill, recent-sync, repair, leases) join the root as siblings
-of ``accounts`` when their issues land. Shutdown (SIGTERM/SIGINT or ``stop``): /ready turns 503,
+The schedulers see the accounts through ``RunningAccounts`` (``running_accounts``,
+``changed``), which this class implements; when the account set becomes dynamic (ownership
+leases) only these two methods change. Disabled schedulers (SPEC §2 flags) are not started.
+
+Shutdown (SIGTERM/SIGINT or ``stop``): /ready turns 503,
 the tree is cancelled, every writer flushes what it holds within its own bound, the journals
 close. Whatever was not flushed is still in the journal and is replayed at the next start.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,8 +32,11 @@ import trio
 from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.account import AccountRuntime
 from wadaemon.config import Settings
-from wadaemon.control import DaemonActions, OutboundLedger
+from wadaemon.control import DaemonActions, OutboundLedger, backfill_trigger
 from wadaemon.metrics import Metrics
+from wadaemon.schedulers.auto_backfill import AutoBackfill
+from wadaemon.schedulers.lease import WallClock
+from wadaemon.schedulers.recent_sync import RecentSync
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store
 from wadaemon.store.runner import StoreRunner
@@ -49,12 +58,15 @@ class Daemon:
         *,
         serve: bool = True,
         notifier: Notifier | None = None,
+        clock: WallClock | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.board = DaemonStatus(settings.instance_id)
         self.metrics = Metrics(self.board)
         self.runner = StoreRunner(store, on_write=self.metrics.observe_write)
+        self.clock: WallClock = clock or (lambda: int(time.time() * 1000))
+        self._changed = trio.Event()
         self.accounts: dict[str, AccountRuntime] = {
             account_id: AccountRuntime(
                 account_id,
@@ -63,11 +75,16 @@ class Daemon:
                 board=self.board,
                 transport=transport_factory(account_id),
                 journal_dir=settings.data_dir / "journal",
+                on_change=self._accounts_changed,
+                clock=self.clock,
             )
             for account_id in accounts
         }
+        self.auto_backfill = AutoBackfill(settings, self.runner, self, clock=self.clock)
+        self.recent_sync = RecentSync(settings, self.runner, self, clock=self.clock)
         self.control = DaemonActions(
-            self.accounts, OutboundLedger(settings.data_dir / "outbound.sqlite"))
+            self.accounts, OutboundLedger(settings.data_dir / "outbound.sqlite"),
+            backfill=backfill_trigger(self.auto_backfill, lambda a: self.board.account(a).state))
         self.serve = serve
         self.http: Any = None
         self.notifier = Notifier.from_environ() if notifier is None else notifier
@@ -93,6 +110,9 @@ class Daemon:
         accounts = Supervisor("accounts", [ChildSpec(f"account:{a}", rt.supervisor.run)
                                            for a, rt in self.accounts.items()], strategy="one_for_one")
         children.append(ChildSpec("accounts", accounts.run))
+        children.append(ChildSpec("auto-backfill", self.auto_backfill.run))  # manual runs even when off
+        if self.settings.recent_sync_enabled:
+            children.append(ChildSpec("recent-sync", self.recent_sync.run))
         if self.notifier.enabled:
             notifier, board, ready = self.notifier, self.board, self._ready
 
@@ -101,6 +121,17 @@ class Daemon:
 
             children.append(ChildSpec("systemd", systemd))
         return children
+
+    # -- wadaemon.schedulers.view.RunningAccounts: what the schedulers see -------------------------
+    def running_accounts(self) -> list[AccountRuntime]:
+        return list(self.accounts.values())
+
+    def changed(self) -> trio.Event:
+        return self._changed
+
+    def _accounts_changed(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled, ``stop()``, SIGTERM or SIGINT."""

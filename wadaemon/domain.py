@@ -152,6 +152,9 @@ class HistoryConversation(msgspec.Struct, frozen=True):
     name: str
     is_group: bool
     messages: tuple[MessageEvent, ...]
+    #: The phone said it holds nothing older than these (an on-demand answer's
+    #: ``endOfHistoryTransferType`` COMPLETE_AND_NO_MORE_MESSAGE_REMAIN_ON_PRIMARY).
+    end_of_history: bool = False
 
 
 class HistoryChunkEvent(msgspec.Struct, frozen=True, tag="history"):
@@ -275,6 +278,27 @@ class ThreadDoc(Doc):
     last_inbound_at_ms: int | None = None
     phone_e164: str | None = None
     updated_at: datetime | None = None
+    #: Backfill found the phone holds nothing older: not asked again before the retry interval.
+    backfill_exhausted_at: datetime | None = None
+    #: Recent-sync verified this thread against every gap that ended at or before this time.
+    gap_checked_through_ms: int | None = None
+
+
+class ThreadPatch(msgspec.Struct, frozen=True, kw_only=True):
+    """Direct changes to an *existing* thread (``Store.patch_threads``): what backfill and
+    recent-sync record on it, and what repair corrects. Unlike ``ThreadSummary`` it is not
+    forward-only: repair must be able to move a summary that names a time in the future (the
+    original backend stamped ``now`` on history chunks) back to the newest stored message."""
+
+    thread_id: str
+    last_backfill_ms: int | None = None
+    backfill_exhausted_ms: int | None = None
+    gap_checked_through_ms: int | None = None
+    #: Repair: recompute lastMessageAt/AtMs/Preview/Direction from this (newest stored) message,
+    #: only if the stored summary still names ``seen_last_ms`` (None: still has none) — a live
+    #: message that advanced the summary since repair looked must not be undone.
+    newest: MessageDoc | None = None
+    seen_last_ms: int | None = None
 
 
 class ThreadSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -349,6 +373,9 @@ class BackfillThreadResult(Doc):
     thread_id: str
     messages: int = 0
     error: str | None = None
+    #: Why no request was made (``exhausted``, ``no_anchor``, ``idle``).
+    skipped: str | None = None
+    requests: int = 0
 
 
 class BackfillResult(Doc):
@@ -381,6 +408,20 @@ class RecentSyncResult(Doc):
     messages: int = 0
     errors: int = 0
     duration_ms: int = 0
+    requests: int = 0
+    gaps_closed: int = 0
+    gaps_open: int = 0
+    dry_run: bool = False
+    error_code: str | None = None
+
+
+class SyncGap(Doc):
+    """A span during which this account's events may not have reached the store (the daemon
+    down or disconnected, a failover, a quarantined journal): recent-sync's work list."""
+
+    from_ms: int
+    to_ms: int
+    reason: str
 
 
 class AccountDoc(Doc):
@@ -418,4 +459,9 @@ class AccountDoc(Doc):
     recent_sync_lease_holder: str | None = None
     recent_sync_lease_acquired_at: datetime | None = None
     last_auto_repair_at: datetime | None = None
+    #: Until when this account's events are known to have reached the journal (a heartbeat
+    #: while connected; the start of the next gap after a crash or a failover).
+    covered_until: datetime | None = None
+    #: Open gaps, oldest first (replaced whole: one writer per account).
+    sync_gaps: list[SyncGap] | None = None
     updated_at: datetime | None = None

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from wadaemon.domain import SyncGap
+
 Mode = Literal["starting", "active", "passive", "stopping"]
 
 
@@ -61,6 +63,18 @@ class AccountStatus(msgspec.Struct):
     held_events: int = 0
     journal_error: str = ""
     pipeline_restarted_at_ms: int | None = None
+
+    # The schedulers' view (lists are replaced whole, never mutated: snapshots copy shallowly).
+    #: Why auto-backfill does not run now: "" (eligible), cooldown, backoff, running, lock_busy,
+    #: capability_unavailable, disconnected; and from when it may (None: when that changes).
+    backfill_blocked: str = ""
+    backfill_next_eligible_ms: int | None = None
+    backfill_lock_holder: str = ""
+    #: Threads with an on-demand history request in flight.
+    outstanding_requests: list[str] = msgspec.field(default_factory=list)
+    #: Spans whose events may be missing, waiting for recent-sync (durable in accounts/*).
+    open_gaps: list[SyncGap] = msgspec.field(default_factory=list)
+    recent_sync_next_ms: int | None = None
 
 
 #: A pipeline restarted this recently (and more than once) is in a restart loop for /health.

@@ -37,7 +37,9 @@ from wadaemon.domain import (
     HistorySyncResult,
     Lease,
     MessageDoc,
+    SyncGap,
     ThreadDoc,
+    ThreadPatch,
     ms_to_datetime,
     thread_id_for,
 )
@@ -445,6 +447,53 @@ def test_list_messages_ordered_by_client_time(store: Store) -> None:
     assert (oldest.id, newest.id) == ("m10", "m50")
 
 
+def test_first_message_since(store: Store) -> None:
+    store.upsert_messages([message(f"m{ms}", ts_ms=T0 + ms) for ms in (30, 10, 50, 20, 40)])
+    store.upsert_messages([message("elsewhere", client_jid=OTHER, ts_ms=T0 + 25)])
+    found = store.first_message_since(tid(), T0 + 25)
+    assert found is not None and found.id == "m30"
+    exact = store.first_message_since(tid(), T0 + 20)
+    assert exact is not None and exact.id == "m20"
+    assert store.first_message_since(tid(), T0 + 51) is None
+    assert store.first_message_since(tid("40700000000@s.whatsapp.net"), 0) is None
+
+
+def test_patch_threads_marks_and_repairs_existing_threads_only(store: Store) -> None:
+    """Backfill and recent-sync marks replace what was there; ``newest`` moves the summary to
+    the given message even backwards (repair of a summary stamped in the future); absent
+    threads are never created; a patch that changes nothing writes nothing."""
+    store.advance_threads([summary(T0 + 10_000, preview="stamped in the future")])
+    newest = message("real-newest", ts_ms=T0 + 100, body="the real newest", direction="outbound")
+    patch = ThreadPatch(thread_id=tid(), last_backfill_ms=T0 + 5, backfill_exhausted_ms=T0 + 6,
+                        gap_checked_through_ms=T0 + 7, newest=newest, seen_last_ms=T0 + 10_000)
+    absent = ThreadPatch(thread_id=tid(OTHER), last_backfill_ms=T0)
+    assert store.patch_threads([patch, absent]) == 1
+    got = store.get_thread(tid())
+    assert got is not None
+    assert (got.last_backfill_at, got.backfill_exhausted_at, got.gap_checked_through_ms) == (
+        ms_to_datetime(T0 + 5), ms_to_datetime(T0 + 6), T0 + 7)
+    assert (got.last_message_at_ms, got.last_message_at, got.last_message_preview, got.last_message_direction) == (
+        T0 + 100, ms_to_datetime(T0 + 100), "the real newest", "outbound")
+    assert store.get_thread(tid(OTHER)) is None
+    assert store.patch_threads([patch]) == 0  # replay
+    assert store.patch_threads([]) == 0
+    # A summary that moved since repair looked is left alone.
+    store.advance_threads([summary(T0 + 200, preview="live since")])
+    assert store.patch_threads([patch]) == 0
+    got = store.get_thread(tid())
+    assert got is not None and (got.last_message_at_ms, got.last_message_preview) == (T0 + 200, "live since")
+
+
+def test_account_gaps_and_coverage_round_trip(store: Store) -> None:
+    gaps = [SyncGap(from_ms=T0, to_ms=T0 + 60_000, reason="restart"),
+            SyncGap(from_ms=T0 + 90_000, to_ms=T0 + 95_000, reason="disconnected")]
+    store.update_account(ACCOUNT, AccountDoc(covered_until=ms_to_datetime(T0 + 99_000), sync_gaps=gaps))
+    got = store.get_account(ACCOUNT)
+    assert got is not None
+    assert got.sync_gaps == gaps and got.covered_until == ms_to_datetime(T0 + 99_000)
+    store.update_account(ACCOUNT, AccountDoc(sync_gaps=[]))
+    got = store.get_account(ACCOUNT)
+    assert got is not None and got.sync_gaps == []
 def _pages(fetch: Callable[[PageKey | None], list[Any]], key: Callable[[Any], PageKey],
            between: Callable[[int], None] = lambda _: None) -> list[Any]:
     """Every item, page by page, each page starting after the last item of the one before."""

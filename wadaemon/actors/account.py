@@ -4,6 +4,7 @@
 
     account:{id}            one_for_one
     ├── status-writer       coalesced accounts/{id} writes
+    ├── coverage            heartbeat coveredUntil; gaps recorded on (re)connect (recent-sync's work)
     ├── pipeline            one_for_all: a crash anywhere replays the journal from the start
     │   ├── dispatcher      journal -> translate -> resolve identity -> work
     │   ├── history         history-sync chunks, one store call each (<= 500 writes per commit)
@@ -19,12 +20,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.context import AccountContext
+from wadaemon.actors.coverage import Coverage
 from wadaemon.actors.dispatcher import run_dispatcher
 from wadaemon.actors.history import run_history_ingester
 from wadaemon.actors.realtime import run_realtime_writer
@@ -32,7 +36,7 @@ from wadaemon.actors.status_writer import AccountStatusWriter
 from wadaemon.actors.updates import run_update_applier
 from wadaemon.actors.work import EntryLedger
 from wadaemon.config import Settings
-from wadaemon.domain import AccountDoc
+from wadaemon.domain import AccountDoc, MessageDoc, SyncGap
 from wadaemon.identity import IdentityResolver
 from wadaemon.journal import HeldAppends, Journal, JournalReader
 from wadaemon.status import AccountStatus, DaemonStatus
@@ -93,6 +97,8 @@ class AccountRuntime:
         board: DaemonStatus,
         transport: Transport,
         journal_dir: Path,
+        on_change: Callable[[], None] | None = None,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self.account_id = account_id
         self.transport = transport
@@ -119,6 +125,10 @@ class AccountRuntime:
             status_writer=status_writer,
             ledger=EntryLedger(self.reader.mark_done, on_progress=self._progressed),
         )
+        self.coverage = Coverage(clock or (lambda: int(time.time() * 1000)), on_change)
+        self.ctx.on_connection = self.coverage.on_connection
+        self.requests = self.ctx.requests
+        self.status = status
         self._progress = trio.Event()
         self._pipeline_generations = 0
         self._pipeline_tree = self._pipeline()
@@ -126,6 +136,7 @@ class AccountRuntime:
             f"account:{account_id}",
             [
                 ChildSpec("status-writer", status_writer.run),
+                ChildSpec("coverage", partial(self.coverage.run, self.ctx)),
                 ChildSpec("pipeline", self._pipeline_tree.run),
                 ChildSpec("socket", self._run_socket),
             ],
@@ -178,6 +189,30 @@ class AccountRuntime:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.transport.stop)
+
+    # -- what the schedulers see (wadaemon.schedulers.view.ScheduledAccount) -------------------
+    @property
+    def connected(self) -> bool:
+        return self.status.state == "connected"
+
+    @property
+    def connects(self) -> int:
+        return self.coverage.connects
+
+    @property
+    def history_requests_available(self) -> bool:
+        return self.transport.supports_history_requests
+
+    def open_gaps(self) -> list[SyncGap]:
+        return list(self.coverage.gaps)
+
+    def close_gaps(self, gaps: Sequence[SyncGap]) -> None:
+        self.coverage.close_gaps(gaps)
+
+    async def request_history(self, chat_jid: str, anchor: MessageDoc, count: int) -> None:
+        await trio.to_thread.run_sync(partial(
+            self.transport.request_history, chat_jid, anchor.id, anchor.direction == "outbound",
+            anchor.ts_client_ms, count))
 
     def _progressed(self) -> None:
         backlog = self.ctx.status.journal_backlog = self.journal.backlog()

@@ -8,12 +8,14 @@ that a crashed pipeline does not leave half-consumed items behind: the journal r
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
 
+from wadaemon.actors.ondemand import OnDemandRequests
 from wadaemon.actors.status_writer import AccountStatusWriter
-from wadaemon.actors.work import Committed, EntryLedger, HistoryWork, RealtimeItem, UpdateItem
+from wadaemon.actors.work import Committed, EntryLedger, HistoryItem, RealtimeItem, UpdateItem
 from wadaemon.config import Settings
 from wadaemon.identity import IdentityResolver
 from wadaemon.journal import JournalReader
@@ -35,20 +37,25 @@ class AccountContext:
     status: AccountStatus
     status_writer: AccountStatusWriter
     ledger: EntryLedger
+    #: Told of every connection change (state, journal receive time ms), in journal order.
+    on_connection: Callable[[str, int], None] | None = None
     #: True while the update applier holds items it took from its channel (see ``quiet``).
     updates_busy: bool = False
     #: ``Committed`` notices sent but not yet processed. They are the one kind of work tied to
     #: no journal entry, and a notice handed straight to a waiting receiver shows in no channel
     #: statistics, so they are counted here.
     committed_in_flight: int = 0
-    history_send: trio.MemorySendChannel[HistoryWork] = field(init=False)
-    history_recv: trio.MemoryReceiveChannel[HistoryWork] = field(init=False)
+    #: Outstanding on-demand history requests (backfill, recent-sync) on this phone.
+    requests: OnDemandRequests = field(init=False)
+    history_send: trio.MemorySendChannel[HistoryItem] = field(init=False)
+    history_recv: trio.MemoryReceiveChannel[HistoryItem] = field(init=False)
     realtime_send: trio.MemorySendChannel[RealtimeItem] = field(init=False)
     realtime_recv: trio.MemoryReceiveChannel[RealtimeItem] = field(init=False)
     updates_send: trio.MemorySendChannel[UpdateItem] = field(init=False)
     updates_recv: trio.MemoryReceiveChannel[UpdateItem] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.requests = OnDemandRequests(pace_ms=self.settings.history_request_pace_ms, status=self.status)
         self.open_channels()
 
     def quiet(self) -> bool:
@@ -78,7 +85,7 @@ class AccountContext:
     def open_channels(self) -> None:
         """Fresh channels for a (re)started pipeline. History chunks are large: depth 2 keeps
         memory bounded by about one chunk being written plus one being resolved."""
-        self.history_send, self.history_recv = trio.open_memory_channel[HistoryWork](2)
+        self.history_send, self.history_recv = trio.open_memory_channel[HistoryItem](2)
         self.realtime_send, self.realtime_recv = trio.open_memory_channel[RealtimeItem](CHANNEL_DEPTH)
         self.updates_send, self.updates_recv = trio.open_memory_channel[UpdateItem](CHANNEL_DEPTH)
         self.committed_in_flight = 0

@@ -16,6 +16,7 @@ import trio
 from wadaemon.actors.context import AccountContext
 from wadaemon.actors.retry import retry_store
 from wadaemon.actors.work import (
+    AnswerWork,
     HistoryWork,
     MergeWork,
     MessageWork,
@@ -71,7 +72,7 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
             if not work:
                 await ctx.ledger.settle([entry.seq])
             for item in work:
-                if isinstance(item, HistoryWork):
+                if isinstance(item, HistoryWork | AnswerWork):
                     await ctx.history_send.send(item)
                 elif isinstance(item, MessageWork | MergeWork):
                     await ctx.realtime_send.send(item)
@@ -81,9 +82,10 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
         ctx.status.journal_oldest_pending_ms = ctx.reader.oldest_pending_ms()
 
 
-def _resolve(
-    ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEvent
-) -> list[HistoryWork | MessageWork | MergeWork | UpdateWork]:
+Work = HistoryWork | AnswerWork | MessageWork | MergeWork | UpdateWork
+
+
+def _resolve(ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEvent) -> list[Work]:
     identity = ctx.identity
     if isinstance(event, MessageEvent):
         merges = identity.learn_address(event.chat) + identity.learn_address(event.sender)
@@ -107,6 +109,8 @@ def _resolve(
         if event.phone_jid:
             ctx.status.phone_jid = event.phone_jid
         ctx.status_writer.post(AccountDoc(state=event.state, phone_jid=event.phone_jid or None))
+        if ctx.on_connection is not None:
+            ctx.on_connection(event.state, received_ms)
         log.info("[connection] accountId=%s state=%s reason=%s", ctx.account_id, event.state, event.reason)
     elif isinstance(event, OfflineSyncEvent):
         log.info("[connection] accountId=%s offlineSync completed=%s messages=%d",
@@ -124,7 +128,9 @@ def _resolve(
     return []
 
 
-def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) -> list[HistoryWork | MessageWork | MergeWork | UpdateWork]:
+def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) -> list[Work]:
+    """Pairing history and on-demand answers resolve alike; they leave as different work
+    because they are written by different steps (``actors.history``)."""
     identity = ctx.identity
     merges = identity.learn(event.lid_mappings)
     docs = []
@@ -132,6 +138,8 @@ def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) ->
     groups: set[str] = set()
     skipped = 0
     synced_ms = int(time.time() * 1000)
+    threads: list[str] = []
+    ended: set[str] = set()
     for conversation in event.conversations:
         merges += identity.learn_address(conversation.chat)
         client_jid = identity.canonical(conversation.chat.jid)
@@ -139,6 +147,10 @@ def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) ->
             skipped += len(conversation.messages)
             continue
         identity.note_thread(client_jid)
+        thread_id = thread_id_for(ctx.account_id, client_jid)
+        threads.append(thread_id)
+        if conversation.end_of_history:
+            ended.add(thread_id)
         if conversation.name:
             names[client_jid] = conversation.name
         if conversation.is_group:
@@ -147,6 +159,9 @@ def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) ->
             merges += identity.learn_address(message.sender)
             docs.append(message_doc(message, client_jid=client_jid,
                                     sender_jid=identity.canonical(message.sender.jid), synced_ms=synced_ms))
+    if event.sync_type == "ON_DEMAND":
+        answer = AnswerWork(seq=seq, docs=docs, threads=threads, ended=ended, names=names, groups=groups)
+        return [*(MergeWork(seq, m) for m in merges), answer]
     history = HistoryWork(seq, event.sync_type, event.chunk_order, event.progress, docs, names, groups, skipped)
     return [*(MergeWork(seq, m) for m in merges), history]
 

@@ -1,4 +1,5 @@
-"""The history ingester: one history-sync chunk at a time, handed to the store whole.
+"""The history ingester: one history-sync chunk at a time, handed to the store whole; and
+the separate step for on-demand answers (``ingest_answer``, see ``actors.ondemand``).
 
 A chunk is written, its threads' summaries advanced once (ordered by the messages' own
 timestamps, never by arrival), progress posted, and only then is its journal entry settled: a
@@ -12,10 +13,12 @@ import time
 from functools import partial
 
 import trio
+from msgspec.structs import replace
 
 from wadaemon.actors.context import AccountContext
+from wadaemon.actors.ondemand import OnDemandAnswer
 from wadaemon.actors.retry import write_isolating
-from wadaemon.actors.work import HistoryWork
+from wadaemon.actors.work import AnswerWork, HistoryWork
 from wadaemon.domain import AccountDoc, HistorySyncResult, ms_to_datetime
 from wadaemon.records import summarise
 
@@ -25,7 +28,10 @@ log = logging.getLogger("wadaemon.history")
 async def run_history_ingester(ctx: AccountContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     task_status.started()
     async for work in ctx.history_recv:
-        await ingest_chunk(ctx, work)
+        if isinstance(work, AnswerWork):
+            await ingest_answer(ctx, work)
+        else:
+            await ingest_chunk(ctx, work)
 
 
 async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
@@ -80,3 +86,49 @@ async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
     if refused:  # the rest of the chunk landed; the raw chunk waits as a dead letter
         await ctx.set_aside(work.seq, f"{len(refused)} refused, first {refused[0]}"[:500])
     await ctx.ledger.settle([work.seq])
+
+
+async def ingest_answer(ctx: AccountContext, work: AnswerWork) -> None:
+    """Write one ON_DEMAND answer (per thread: its messages, then its summary), settle its
+    journal entry, then tell the waiting run what it brought. Documents the store refuses for
+    good are isolated as in ``ingest_chunk`` (the raw answer waits as a dead letter)."""
+    store = ctx.runner.store
+    dry_run = ctx.settings.history_sync_dry_run
+    requests = ctx.requests
+    now_ms = int(time.time() * 1000)
+    answers: list[OnDemandAnswer] = []
+    committed: set[tuple[str, str]] = set()
+    refused: list[str] = []
+    sources = {thread_id: requests.source_for(thread_id) for thread_id in work.threads}
+    for thread_id in work.threads:
+        source = sources[thread_id]
+        docs = [d if d.sync_source == source else replace(d, sync_source=source)
+                for d in work.docs if d.thread_id == thread_id]
+        written = len(docs)
+        if docs and not dry_run:
+            results, bad = await write_isolating(ctx, source, docs, partial(
+                ctx.runner.write, ctx.account_id, store.upsert_messages))
+            written = sum(r.written for r in results)
+            if bad:
+                poisoned = {id(doc) for doc, _ in bad}
+                docs = [doc for doc in docs if id(doc) not in poisoned]
+                refused += [f"message {doc.id}: {error}" for doc, error in bad]
+            summaries = summarise(docs, names=work.names, groups=work.groups,
+                                  backfilled_at_ms=now_ms if source == "backfill" else None)
+            _, bad_summaries = await write_isolating(ctx, source, summaries, partial(
+                ctx.runner.write, ctx.account_id, store.advance_threads))
+            refused += [f"thread {s.client_jid}: {error}" for s, error in bad_summaries]
+            committed |= {(d.thread_id, d.id) for d in docs}
+        oldest = min(docs, key=lambda d: d.ts_client_ms) if docs else None
+        answers.append(OnDemandAnswer(thread_id=thread_id, received=len(docs), written=written,
+                                      oldest=oldest, end_of_history=thread_id in work.ended))
+    if committed:
+        await ctx.announce_committed(committed)
+    if refused:
+        await ctx.set_aside(work.seq, f"{len(refused)} refused, first {refused[0]}"[:500])
+    await ctx.ledger.settle([work.seq])
+    for answer in answers:
+        waited = requests.deliver(answer)
+        log.info("[on-demand] accountId=%s thread=%s source=%s received=%d written=%d endOfHistory=%s late=%s dryRun=%s",
+                 ctx.account_id, answer.thread_id, sources[answer.thread_id], answer.received,
+                 answer.written, answer.end_of_history, not waited, dry_run)

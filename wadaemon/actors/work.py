@@ -25,6 +25,19 @@ class HistoryWork(msgspec.Struct):
     skipped: int
 
 
+class AnswerWork(msgspec.Struct, kw_only=True):
+    """An on-demand history answer (ON_DEMAND), resolved: documents of the threads it answers
+    for (``threads``, canonical ids, also those it brought nothing for) and the threads whose
+    conversation said the phone holds nothing older (``ended``)."""
+
+    seq: int
+    docs: list[MessageDoc]
+    threads: list[str]
+    ended: set[str]
+    names: dict[str, str]
+    groups: set[str]
+
+
 class MessageWork(msgspec.Struct):
     seq: int
     doc: MessageDoc
@@ -52,6 +65,7 @@ class Committed(msgspec.Struct):
     keys: set[tuple[str, str]]
 
 
+HistoryItem = HistoryWork | AnswerWork
 RealtimeItem = MessageWork | MergeWork
 UpdateItem = UpdateWork | Committed
 

@@ -33,6 +33,7 @@ import msgspec
 from aiohttp import web
 
 from supervisors.health import NodeHealth
+from wadaemon.domain import SyncGap
 from wadaemon.http.context import context_of
 from wadaemon.http.responses import json_response
 from wadaemon.http.routing import RouteTable
@@ -93,6 +94,12 @@ class DiagAccount(msgspec.Struct, rename="camel"):
     held_events: int
     journal_error: str
     pipeline_restarted_at_ms: int | None
+    backfill_blocked: str
+    backfill_next_eligible_ms: int | None
+    backfill_lock_holder: str
+    outstanding_requests: list[str]
+    open_gaps: list[SyncGap]
+    recent_sync_next_ms: int | None
 
 
 class SupervisionNode(msgspec.Struct, rename="camel"):

@@ -43,6 +43,7 @@ from wadaemon.domain import (
     MessageStatus,
     ReceiptUpdate,
     ThreadDoc,
+    ThreadPatch,
     ThreadSummary,
 )
 
@@ -126,6 +127,10 @@ class Store(Protocol):
 
     def newest_message(self, thread_id: str) -> MessageDoc | None: ...
 
+    def first_message_since(self, thread_id: str, ts_ms: int) -> MessageDoc | None:
+        """The oldest message with ``tsClientMs >= ts_ms`` (recent-sync's anchor after a gap)."""
+        ...
+
     # -- threads -----------------------------------------------------------------------------
     def advance_threads(self, summaries: Sequence[ThreadSummary]) -> int:
         """Create threads as needed and move their summaries forward only. Several summaries
@@ -136,6 +141,11 @@ class Store(Protocol):
         """Move every message of thread ``from_jid`` into thread ``into_jid`` (SPEC §4), fold
         the summaries, add ``from_jid`` to ``aliasJids`` and delete the old thread. Returns
         messages moved. Idempotent: a second call moves nothing."""
+        ...
+
+    def patch_threads(self, patches: Sequence[ThreadPatch]) -> int:
+        """Apply ``merge.patch_thread`` to each *existing* thread (absent ones are skipped,
+        never created). Returns documents written."""
         ...
 
     def get_thread(self, thread_id: str) -> ThreadDoc | None: ...

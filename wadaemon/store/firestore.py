@@ -68,6 +68,7 @@ from wadaemon.domain import (
     MessageStatus,
     ReceiptUpdate,
     ThreadDoc,
+    ThreadPatch,
     ThreadSummary,
     datetime_to_ms,
     ms_to_datetime,
@@ -584,22 +585,41 @@ class FirestoreStore:
         found = self.list_messages(thread_id, limit=1, order="desc")
         return found[0] if found else None
 
+    def first_message_since(self, thread_id: str, ts_ms: int) -> MessageDoc | None:
+        with self._errors("first_message_since"):
+            query = (
+                self._thread_ref(thread_id).collection(MESSAGES)
+                .where(filter=FieldFilter("tsClientMs", ">=", ts_ms))
+                .order_by("tsClientMs", direction=firestore.Query.ASCENDING).limit(1)
+            )
+            found = self._query_docs(query, MessageDoc)
+        return found[0] if found else None
+
     # -- threads ---------------------------------------------------------------------------------
+    def patch_threads(self, patches: Sequence[ThreadPatch]) -> int:
+        return self._fold_threads("patch_threads", patches, lambda p: p.thread_id, merge.patch_thread)
+
     def advance_threads(self, summaries: Sequence[ThreadSummary]) -> int:
-        if not summaries:
+        return self._fold_threads("advance_threads", summaries,
+                                  lambda s: thread_id_for(s.account_id, s.client_jid), merge.advance_thread)
+
+    def _fold_threads(self, what: str, items: Sequence[R], key: Callable[[R], str],
+                      rule: Callable[[ThreadDoc | None, R, datetime], ThreadDoc | None]) -> int:
+        """Read the threads ``items`` touch, fold each item in with ``rule`` (a
+        ``wadaemon.store.merge`` function), write the threads that changed."""
+        if not items:
             return 0
-        with self._errors("advance_threads"):
-            keys = {thread_id_for(s.account_id, s.client_jid) for s in summaries}
-            refs = {tid: self._thread_ref(tid) for tid in keys}
+        with self._errors(what):
+            refs = {tid: self._thread_ref(tid) for tid in {key(item) for item in items}}
             stored = self._read_docs(refs.values(), ThreadDoc)
             before = {tid: stored.get(ref.path) for tid, ref in refs.items()}
             state = dict(before)
             now = store_now()
-            for summary in summaries:
-                tid = thread_id_for(summary.account_id, summary.client_jid)
-                advanced = merge.advance_thread(state[tid], summary, now)
-                if advanced is not None:
-                    state[tid] = advanced
+            for item in items:
+                tid = key(item)
+                folded = rule(state[tid], item, now)
+                if folded is not None:
+                    state[tid] = folded
             writes = _Writes(self)
             for tid, ref in refs.items():
                 after = state[tid]

@@ -21,10 +21,12 @@ from wadaemon.domain import (
     ReceiptKind,
     ReceiptUpdate,
     ThreadDoc,
+    ThreadPatch,
     ThreadSummary,
     ms_to_datetime,
     thread_id_for,
 )
+from wadaemon.records import preview_of
 
 PREVIEW_CHARS = 100
 
@@ -171,6 +173,30 @@ def advance_thread(existing: ThreadDoc | None, summary: ThreadSummary, now: date
             merged = replace(merged, last_backfill_at=at)
     if existing is None:
         return replace(merged, updated_at=now)
+    return None if merged == existing else replace(merged, updated_at=now)
+
+
+def patch_thread(existing: ThreadDoc | None, patch: ThreadPatch, now: datetime) -> ThreadDoc | None:
+    """``patch`` applied to a stored thread (None: absent, nothing to write). Marks replace
+    what was there; ``newest`` replaces the summary even when it is older (that is repair)."""
+    if existing is None:
+        return None
+    merged = existing
+    if patch.last_backfill_ms is not None:
+        merged = replace(merged, last_backfill_at=ms_to_datetime(patch.last_backfill_ms))
+    if patch.backfill_exhausted_ms is not None:
+        merged = replace(merged, backfill_exhausted_at=ms_to_datetime(patch.backfill_exhausted_ms))
+    if patch.gap_checked_through_ms is not None:
+        merged = replace(merged, gap_checked_through_ms=patch.gap_checked_through_ms)
+    newest = patch.newest
+    if newest is not None and existing.last_message_at_ms == patch.seen_last_ms:
+        merged = replace(
+            merged,
+            last_message_at=ms_to_datetime(newest.ts_client_ms),
+            last_message_at_ms=newest.ts_client_ms,
+            last_message_preview=preview_of(newest)[:PREVIEW_CHARS],
+            last_message_direction=newest.direction,
+        )
     return None if merged == existing else replace(merged, updated_at=now)
 
 

@@ -50,6 +50,11 @@ class StoreRunner:
         """Run a read-only store method in a worker thread."""
         return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
 
+    async def atomic(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run an operation the store makes atomic by itself (lease compare-and-swap) without
+        the lane: a lease renewal must never wait behind a long history commit."""
+        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
+
     async def write(self, account_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store write for ``account_id`` in its lane."""
         call = partial(fn, *args, **kwargs)

@@ -53,6 +53,7 @@ from wadaemon.domain import (
     MessageStatus,
     ReceiptUpdate,
     ThreadDoc,
+    ThreadPatch,
     ThreadSummary,
     datetime_to_ms,
     ms_to_datetime,
@@ -519,19 +520,38 @@ class SqliteStore:
         found = self.list_messages(thread_id, limit=1, order="desc")
         return found[0] if found else None
 
+    def first_message_since(self, thread_id: str, ts_ms: int) -> MessageDoc | None:
+        with self._read("first_message_since") as conn:
+            row = conn.execute(
+                "SELECT doc FROM messages WHERE thread_id = ? AND ts_client_ms >= ? "
+                "ORDER BY ts_client_ms ASC, id ASC LIMIT 1",
+                (escape_doc_id(thread_id), ts_ms),
+            ).fetchone()
+            return _decode(row[0], MessageDoc) if row else None
+
     # -- threads ---------------------------------------------------------------------------------
+    def patch_threads(self, patches: Sequence[ThreadPatch]) -> int:
+        return self._fold_threads("patch_threads", patches, lambda p: p.thread_id, merge.patch_thread)
+
     def advance_threads(self, summaries: Sequence[ThreadSummary]) -> int:
-        if not summaries:
+        return self._fold_threads("advance_threads", summaries,
+                                  lambda s: thread_id_for(s.account_id, s.client_jid), merge.advance_thread)
+
+    def _fold_threads(self, what: str, items: Sequence[T], key: Callable[[T], str],
+                      rule: Callable[[ThreadDoc | None, T, datetime], ThreadDoc | None]) -> int:
+        """One transaction: load the threads ``items`` touch, fold each item in with ``rule``
+        (a ``wadaemon.store.merge`` function), write the threads that changed."""
+        if not items:
             return 0
-        with self._transaction("advance_threads") as (conn, writer):
-            before = self._load_threads(conn, (thread_id_for(s.account_id, s.client_jid) for s in summaries))
+        with self._transaction(what) as (conn, writer):
+            before = self._load_threads(conn, {key(item) for item in items})
             state = dict(before)
             now = store_now()
-            for summary in summaries:
-                tid = thread_id_for(summary.account_id, summary.client_jid)
-                advanced = merge.advance_thread(state[tid], summary, now)
-                if advanced is not None:
-                    state[tid] = advanced
+            for item in items:
+                tid = key(item)
+                folded = rule(state[tid], item, now)
+                if folded is not None:
+                    state[tid] = folded
             for tid, after in state.items():
                 if after is not None and after is not before[tid]:
                     writer.put_thread(after)

@@ -474,8 +474,10 @@ def _conversation(account_id: str, conv: Any, source: SyncSource, mappings: dict
     if bad:
         rejected.append(RejectedEvent(account_id, "HistorySync",
                                       f"{bad} messages left out of {chat_jid}: unusable message ids"))
+    no_more = conv.endOfHistoryTransferType == H.Conversation.COMPLETE_AND_NO_MORE_MESSAGE_REMAIN_ON_PRIMARY
     return HistoryConversation(chat=chat, name=conv.name or conv.displayName, is_group=is_group,
-                               messages=tuple(messages))
+                               messages=tuple(messages),
+                               end_of_history=conv.HasField("endOfHistoryTransferType") and no_more)
 
 
 def _history_message(account_id: str, info: Any, chat: ChatAddress, is_group: bool,
