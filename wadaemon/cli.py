@@ -17,6 +17,7 @@ from wadaemon.config import ConfigError, Settings, load_settings, parse_host_por
 from wadaemon.logs import setup_logging
 
 if TYPE_CHECKING:
+    from wadaemon.daemon import TransportFactory
     from wadaemon.status import AccountStatus
     from wadaemon.store.contract import Store
     from wadaemon.whatsapp.replay import ReplayTransport
@@ -172,15 +173,18 @@ def _adopt(settings: Settings, accounts: list[str], *, apply: bool, rate: float,
 
 
 def _run(settings: Settings) -> int:
-    from wadaemon.daemon import Daemon, TransportFactory
-    from wadaemon.store import open_store
-
     transport: TransportFactory
     if settings.simserver is not None:
         from wadaemon.whatsapp.simclient import SimServerTransport, service_accounts
+        from wadaemon.whatsapp.transport import TransportError
 
         address = settings.simserver
-        accounts = list(settings.accounts) or service_accounts(address, settings.instance_id)
+        try:
+            accounts = list(settings.accounts) or service_accounts(address, settings.instance_id)
+        except (OSError, TransportError) as exc:
+            print(f"wadaemon: cannot list the accounts of the simulated service at {address[0]}:{address[1]}"
+                  f" (set WADAEMON_ACCOUNTS, or start it first): {exc}", file=sys.stderr)
+            return 2
 
         def transport(account_id: str) -> SimServerTransport:
             return SimServerTransport(account_id, address, settings.instance_id)
@@ -196,18 +200,26 @@ def _run(settings: Settings) -> int:
 
     if not accounts:
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
+    run_daemon(settings, accounts, transport)
+    return 0
+
+
+def run_daemon(settings: Settings, accounts: Sequence[str], transport: TransportFactory) -> None:
+    """``wadaemon run`` once its accounts and transports are chosen: the daemon until a signal,
+    then the store closed (bounded, so a frozen store cannot hold the exit)."""
+    from wadaemon.daemon import Daemon
+    from wadaemon.store import close_store, open_store
+
     store = open_store(settings)
     if store.backend == "firestore":
         from wadaemon.adopt.runner import warn_if_unadopted
 
         warn_if_unadopted(store, accounts)
-
     daemon = Daemon(settings, store, accounts, transport)
     try:
         trio.run(daemon.run)
     finally:
-        store.close()
-    return 0
+        close_store(store)
 
 
 def _pair(settings: Settings, account_id: str, phone: str | None) -> int:
@@ -264,7 +276,7 @@ def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
     drain it through the pipeline (stop the daemon running this account first: the journal has
     one writer)."""
     from wadaemon.journal import Journal
-    from wadaemon.store import open_store
+    from wadaemon.store import close_store, open_store
     from wadaemon.whatsapp.replay import ReplayTransport
 
     path = settings.data_dir / "journal" / f"{account_id}.sqlite"
@@ -287,14 +299,14 @@ def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
     try:
         status = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
     finally:
-        store.close()
+        close_store(store)
     print(msgspec.json.encode({"account": account_id, "restored": restored,
                                "deadLetters": status.dead_letters}).decode())
     return 1 if status.dead_letters else 0
 
 
 def _replay(settings: Settings, account_id: str, path: Path) -> int:
-    from wadaemon.store import open_store
+    from wadaemon.store import close_store, open_store
     from wadaemon.whatsapp.replay import ReplayTransport
 
     if not path.is_file():
@@ -305,7 +317,7 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
     try:
         status = trio.run(drain, settings, store, account_id, transport)
     finally:
-        store.close()
+        close_store(store)
     report = ReplayReport(
         account=account_id, file=str(path), delivered=transport.delivered,
         skipped_lines=len(transport.bad_lines), messages_written=status.realtime_written,

@@ -14,13 +14,25 @@ The schedulers see the accounts through ``RunningAccounts`` (``running_accounts`
 ``changed``), which this class implements; when the account set becomes dynamic (ownership
 leases) only these two methods change. Disabled schedulers (SPEC §2 flags) are not started.
 
-Shutdown (SIGTERM/SIGINT or ``stop``): /ready turns 503,
-the tree is cancelled, every writer flushes what it holds within its own bound, the journals
-close. Whatever was not flushed is still in the journal and is replayed at the next start.
+Shutdown (SIGTERM/SIGINT or ``stop``) is ordered and bounded, so the process is gone within
+30 s whatever the store does (systemd's stop timeout would SIGKILL it otherwise):
+
+1. /ready turns 503 — the HTTP listener stays up through the drain, so a load balancer sees
+   "draining", not "connection refused";
+2. the schedulers, then the ``accounts`` subtree are stopped: each writer flushes what it holds (each within its own
+   bound), each transport stops (bounded too); if that takes longer than ``ACCOUNTS_STOP_S``
+   (a frozen store), the store calls still in flight are abandoned (``StoreRunner.abandon``)
+   and the accounts get ``ABANDON_GRACE_S`` more to unwind;
+3. the rest of the tree (HTTP) is cancelled: the listener closes last;
+4. the journals close, and the log says how many entries each still holds.
+
+Whatever was not flushed is still in the journal and is replayed at the next start. A second
+signal skips the wait: store calls are abandoned and everything is cancelled at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -46,6 +58,15 @@ from wadaemon.whatsapp.transport import Transport
 log = logging.getLogger("wadaemon")
 
 TransportFactory = Callable[[str], Transport]
+
+#: Shutdown budget for the accounts' own flushes before store calls are abandoned, and the
+#: grace after that. With the HTTP stop (<= 7 s) and the store close (<= 3 s) this stays
+#: within the 30 s a stop may take.
+ACCOUNTS_STOP_S = 12.0
+#: The children stopped, in this order, while /ready says 503; the rest (HTTP, control, systemd)
+#: are cancelled after them.
+DRAINED_FIRST = ("recent-sync", "auto-backfill", "accounts")
+ABANDON_GRACE_S = 3.0
 
 
 class Daemon:
@@ -89,7 +110,7 @@ class Daemon:
         self.http: Any = None
         self.notifier = Notifier.from_environ() if notifier is None else notifier
         self._ready = trio.Event()
-        self._cancel = trio.CancelScope()
+        self._stop_requested = trio.Event()
         self.root = Supervisor("wadaemon", self._children(), strategy="one_for_one")
         self.board.set_supervision(self.root.snapshot)
 
@@ -134,34 +155,71 @@ class Daemon:
         self._changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled, ``stop()``, SIGTERM or SIGINT."""
+        """Run until cancelled, ``stop()``, SIGTERM or SIGINT (see the module docstring)."""
         log.info("wadaemon starting instance=%s store=%s accounts=%s",
                  self.settings.instance_id, self.store.backend, ",".join(self.accounts) or "-")
         try:
-            with self._cancel:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._watch_signals, nursery.cancel_scope)
-                    await nursery.start(self.root.run)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+                nursery.start_soon(self._stop_when_requested, nursery.cancel_scope)
+                await nursery.start(self.root.run)
+                if not self._stop_requested.is_set():
                     self.board.set_mode("active" if self.accounts else "passive")
-                    log.info("wadaemon ready mode=%s", self.board.mode)
-                    self._ready.set()
-                    task_status.started()
+                log.info("wadaemon ready mode=%s", self.board.mode)
+                self._ready.set()
+                task_status.started()
         finally:
             self.board.set_mode("stopping")
+            left = {account_id: runtime.journal.backlog() for account_id, runtime in self.accounts.items()}
             for runtime in self.accounts.values():
                 runtime.close()
             self.control.ledger.close()
             self.notifier.close()
-            log.info("wadaemon stopped")
+            log.info("wadaemon stopped journalEntriesLeft=%d%s", sum(left.values()),
+                     "".join(f" {a}={n}" for a, n in left.items() if n))
 
     def stop(self) -> None:
+        """Begin the ordered shutdown; ``run`` returns once it is done."""
         self.board.set_mode("stopping")
-        self._cancel.cancel()
+        self._stop_requested.set()
+
+    async def _stop_when_requested(self, scope: trio.CancelScope) -> None:
+        await self._stop_requested.wait()
+        # At once, not when the notifier child is cancelled after the drain: from here on
+        # systemd bounds the stop by TimeoutStopSec instead of the watchdog.
+        self.notifier.send(stopping="1", status="stopping: flushing pending writes")
+        await self._stop_accounts()
+        scope.cancel()
+
+    async def _stop_accounts(self) -> None:
+        stopped = trio.Event()
+
+        async def stop() -> None:
+            for name in DRAINED_FIRST:
+                with contextlib.suppress(KeyError):  # a scheduler that is disabled
+                    await self.root.stop_child(name)
+            stopped.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop)
+            with trio.move_on_after(ACCOUNTS_STOP_S):
+                await stopped.wait()
+            if not stopped.is_set():
+                log.warning("wadaemon stop: accounts still flushing after %.0fs: abandoning %d store"
+                            " call(s); what they held stays journaled", ACCOUNTS_STOP_S, self.runner.abandon())
+                with trio.move_on_after(ABANDON_GRACE_S):
+                    await stopped.wait()
+            nursery.cancel_scope.cancel()
 
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                log.info("wadaemon received %s: stopping", signal.Signals(signum).name)
-                self.board.set_mode("stopping")
+                name = signal.Signals(signum).name
+                if not self._stop_requested.is_set():
+                    log.info("wadaemon received %s: stopping", name)
+                    self.stop()
+                    continue
+                log.warning("wadaemon received %s again: stopping now, abandoning %d store call(s)",
+                            name, self.runner.abandon())
                 scope.cancel()
                 return

@@ -11,7 +11,7 @@ import trio
 
 from wadaemon.config import Settings
 from wadaemon.daemon import Daemon
-from wadaemon.store import open_store
+from wadaemon.store import close_store, open_store
 from wadaemon.whatsapp.simphone import SimPhone
 
 REPORT_EVERY_S = 3.0
@@ -46,10 +46,9 @@ async def run_demo(settings: Settings, accounts: int, messages: int, seconds: fl
             nursery.start_soon(_report, daemon)
             if seconds:
                 await trio.sleep(seconds)
-                daemon.stop()
-                nursery.cancel_scope.cancel()
+                daemon.stop()  # the ordered stop; daemon_then_stop ends the demo after it
     finally:
-        store.close()
+        close_store(store)
     return 0
 
 

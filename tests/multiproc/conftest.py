@@ -42,3 +42,19 @@ def daemons(tmp_path: Path) -> Iterator[DaemonSet]:
         yield daemon_set
     finally:
         daemon_set.cleanup()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("firestore", marks=pytest.mark.firestore)])
+def daemons_any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DaemonSet]:
+    """``daemons`` once over a shared SQLite file and once over the (reset) Firestore emulator."""
+    if request.param == "firestore":
+        emulator = request.getfixturevalue("firestore_emulator")
+        emulator.ensure_running()
+        emulator.reset()
+        daemon_set = DaemonSet(tmp_path / "daemons", firestore=emulator)
+    else:
+        daemon_set = DaemonSet(tmp_path / "daemons")
+    try:
+        yield daemon_set
+    finally:
+        daemon_set.cleanup()

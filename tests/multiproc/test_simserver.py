@@ -3,11 +3,15 @@ service's ground truth; replacements are counted; the offline queue and its gap.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.procs import DaemonSet, SimServer, wait_until
+from tests.procs import DaemonSet, SimServer, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +33,8 @@ def assert_store_matches_truth(daemons: DaemonSet, sim: SimServer, account: str)
 
 
 def test_daemon_ingests_pairing_history_and_live_traffic_exactly(
-        simserver: Callable[..., SimServer], daemons: DaemonSet) -> None:
+        simserver: Callable[..., SimServer], daemons_any_store: DaemonSet) -> None:
+    daemons = daemons_any_store
     sim = simserver(accounts=1, chats=8, history=160, chunk_size=40)
     daemon = daemons.start("inst-a", sim)
     daemon.wait_ready()
@@ -120,3 +125,12 @@ def test_daemon_reports_disconnected_and_reconnects_when_the_service_returns(
     wait_until(lambda: daemon.account_state(ACC) == "connected", "the daemon reports connected",
                logs=daemons.logs())
     assert daemon.alive()
+
+
+def test_run_without_accounts_and_no_service_says_why(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WADAEMON_", "FIRESTORE_"))}
+    env.update(WADAEMON_SIMSERVER=f"127.0.0.1:{free_port()}", WADAEMON_DATA_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "wadaemon.cli", "run"], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "cannot list the accounts of the simulated service" in done.stderr

@@ -58,7 +58,7 @@ async def test_many_posts_become_few_writes(autojump_clock: trio.testing.MockClo
         nursery.cancel_scope.cancel()
     times = [t for t, _ in store.writes]
     assert 2 <= len(times) <= 5
-    assert all(b - a >= 1.0 for a, b in itertools.pairwise(times))
+    assert all(b - a >= 1.0 - 1e-9 for a, b in itertools.pairwise(times)), times  # float sums of 0.01
     assert store.writes[-1][1].history_sync_count == 300
 
 

@@ -480,3 +480,101 @@ def test_failing_sink_keeps_the_event(phones: list[SimPhone]) -> None:
 
 def translate_all(raws: list[RawEvent]) -> list[Any]:
     return [event for raw in raws for event in translate(ACC, raw)]
+
+
+# ---------------------------------------------------------------------------------------------
+# What the simulated service relies on: a shallow pairing history, messages kept on the phone,
+# the offline queue's cap and drop, logged / withheld / delayed history answers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pairing_per_chat_keeps_the_rest_on_the_phone() -> None:
+    phone = SimPhone(ACC, 21, chats=4, history_messages=80, archive_depth=0, pairing_per_chat=5)
+    assert [(c.history, c.archive_size) for c in phone.chats] == [(5, 20)] * 4
+    delivered = {m.message_id for chunk in chunks(phone) for conv in chunk.conversations for m in conv.messages}
+    held = {mid: origin for _, mid, _, _, origin in phone.holdings()}
+    assert len(held) == 80
+    assert delivered == {mid for mid, origin in held.items() if origin == "pairing"}
+    assert len(delivered) == 20
+    assert chunks(phone)[-2].progress == 100  # progress counts what pairing delivers, not what is held
+
+
+def test_live_and_sent_messages_are_kept_and_reach_on_demand_answers(phones: list[SimPhone]) -> None:
+    phone = SimPhone(ACC, 22, chats=3, history_messages=6, archive_depth=0, paired=True, auto_receipts=False)
+    run(phones, phone)
+    chat = phone.chats_of("pn")[0]
+    inbound = phone.emit_inbound(chat, "one")
+    phone.emit_reaction(chat, inbound, "x", target_from_me=False)  # an update: not a message
+    sent = phone.send_text(chat.pn, "two").message_id
+    newest = phone.emit_outbound(chat, "three")
+    kept = [(mid, origin) for c, mid, _, _, origin in phone.holdings() if c is chat and origin != "pairing"]
+    assert kept == [(inbound, "live"), (sent, "sent"), (newest, "live")]
+
+    anchor = phone.live_messages[chat.index][-1].ts_ms
+    (event,) = translate(ACC, phone.on_demand_answer(chat.jid, anchor, 50))
+    assert isinstance(event, HistoryChunkEvent)
+    ids = [m.message_id for m in event.conversations[0].messages]
+    archive = [phone.message_id(chat, i) for i in reversed(phone.history_range(chat))]
+    assert ids == [sent, inbound, *archive]  # newest first, across live and archived
+    (two,) = translate(ACC, phone.on_demand_answer(chat.jid, anchor, 2))
+    assert isinstance(two, HistoryChunkEvent) and [m.message_id for m in two.conversations[0].messages] == [sent, inbound]
+    assert two.conversations[0].messages[0].body == "two"
+
+
+def test_offline_queue_cap_drops_the_oldest_and_drop_held_drops_all() -> None:
+    phone = SimPhone(ACC, 23, chats=2, history_messages=0, paired=True, max_held=3)
+    ids = [phone.emit_inbound(0, f"m{n}") for n in range(5)]
+    assert (phone.held, phone.dropped) == (3, 2)
+    assert phone.drop_held() == 3
+    assert (phone.held, phone.dropped) == (0, 5)
+    held = {mid for _, mid, _, _, origin in phone.holdings() if origin == "live"}
+    assert held == set(ids)  # dropped from the queue, still on the phone
+
+
+class HistoryNotifier(Recorder):
+    """A recorder that signals each HistorySync it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history = threading.Event()
+
+    def deliver(self, raw: RawEvent) -> None:
+        super().deliver(raw)
+        if raw.name == "HistorySync":
+            self.history.set()
+
+
+def test_history_requests_are_logged_withheld_or_delayed(phones: list[SimPhone]) -> None:
+    phone = SimPhone(ACC, 24, chats=2, history_messages=4, archive_depth=10, paired=True)
+    recorder = HistoryNotifier()
+    phones.append(phone)
+    phone.start(recorder)
+    chat = phone.chats[0]
+    oldest = phone.message_at(chat, phone.history_range(chat).start)
+    phone.history_answers = False
+    phone.request_history(chat.jid, oldest.message_id, oldest.from_me, oldest.ts_ms, 5)
+    assert phone.wait_idle(WAIT)
+    assert [r.answered for r in phone.history_log] == [False]
+    assert not recorder.history.is_set()
+
+    phone.history_answers = True
+    phone.history_delay_s = 0.05
+    phone.request_history(chat.jid, oldest.message_id, oldest.from_me, oldest.ts_ms, 5)
+    assert not phone.history_log[-1].answered  # not yet: the answer comes after the delay
+    assert recorder.history.wait(WAIT)
+    assert (phone.history_log[-1].answered, phone.history_log[-1].messages) == (True, 5)
+    answers = [e for e in recorder.events() if isinstance(e, HistoryChunkEvent)]
+    assert len(answers) == 1 and len(answers[0].conversations[0].messages) == 5
+
+
+def test_live_mix_with_edits_and_reactions(phones: list[SimPhone]) -> None:
+    phone = SimPhone(ACC, 25, chats=6, history_messages=0, paired=True)
+    recorder = run(phones, phone)
+    mix = phone.live_mix(outbound_ratio=0.4, receipt_ratio=0.1, edit_ratio=0.15, reaction_ratio=0.15)
+    for _ in range(200):
+        phone.emit_live(mix)
+    assert phone.wait_idle(WAIT)
+    kinds = Counter(type(e).__name__ for e in recorder.live())
+    assert {"MessageEvent", "ReceiptEvent", "EditEvent", "ReactionEvent"} <= set(kinds)
+    kept = sum(len(v) for v in phone.live_messages.values())
+    assert kept == kinds["MessageEvent"]  # updates are not kept as messages

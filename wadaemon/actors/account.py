@@ -47,6 +47,10 @@ from wadaemon.whatsapp.transport import RawEvent, Transport
 log = logging.getLogger("wadaemon.account")
 
 JOURNAL_MAX_BACKLOG = 20_000
+#: How long stopping the transport may take at shutdown before it is abandoned (its thread is
+#: a daemon thread: whatever it still does cannot hold the process, and the journal has every
+#: event it handed over).
+TRANSPORT_STOP_S = 5.0
 
 
 class JournalSink:
@@ -187,8 +191,11 @@ class AccountRuntime:
         try:
             await trio.sleep_forever()
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self.transport.stop)
+            with trio.move_on_after(TRANSPORT_STOP_S, shield=True) as scope:
+                await trio.to_thread.run_sync(self.transport.stop, abandon_on_cancel=True)
+            if scope.cancelled_caught:
+                log.warning("account accountId=%s transport did not stop within %.0fs: abandoned",
+                            self.account_id, TRANSPORT_STOP_S)
 
     # -- what the schedulers see (wadaemon.schedulers.view.ScheduledAccount) -------------------
     @property

@@ -914,8 +914,12 @@ class FirestoreStore:
         return [future.result() for future in futures]
 
     def close(self) -> None:
-        """Close the gRPC channel, if one was opened (the client has no public close)."""
-        self._pool.shutdown(wait=True)
+        """Close the gRPC channel, if one was opened (the client has no public close).
+
+        Commits still running in the pool are not waited for: at shutdown they may be the
+        calls abandoned on a frozen store, and closing the channel is what ends them.
+        """
+        self._pool.shutdown(wait=False, cancel_futures=True)
         api = getattr(self.client, "_firestore_api_internal", None)
         transport = getattr(api, "transport", None)
         if transport is not None:

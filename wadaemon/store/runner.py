@@ -5,6 +5,12 @@ cannot exhaust threads. Calls are *not* abandoned on cancellation: a commit that
 finishes (or fails) before the caller sees ``Cancelled``, so a cancelled writer never leaves
 the journal believing something that did not happen.
 
+The one exception is the end of shutdown (``abandon``): a frozen store would otherwise hold
+the process for as long as its RPC deadlines allow (30 s and more, past systemd's stop
+timeout). Abandoning is safe because the caller then raises instead of returning, so nothing
+is marked done in the journal: whatever the abandoned thread eventually does or does not
+commit is replayed — idempotently — at the next start.
+
 Per account, writers share one *lane* (a ``trio.Lock``): the store contract lets adapters do
 read-modify-write without transactions because writes for one account are serialised here.
 Reads do not take the lane.
@@ -17,6 +23,7 @@ message: nothing on the hot path grows with batch size.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from functools import partial
@@ -24,7 +31,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from wadaemon.store.contract import Store
+from wadaemon.store.contract import Store, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -37,8 +44,12 @@ class StoreRunner:
     def __init__(self, store: Store, *, max_threads: int = 8, on_write: WriteObserver | None = None) -> None:
         self.store = store
         self._limiter = trio.CapacityLimiter(max_threads)
+        # The thread itself is not limited again: the caller already holds a ``_limiter`` token.
+        self._unlimited = trio.CapacityLimiter(math.inf)
         self._lanes: dict[str, trio.Lock] = {}
         self._on_write = on_write
+        self._in_flight: set[trio.CancelScope] = set()
+        self._abandoned = False
 
     def lane(self, account_id: str) -> trio.Lock:
         lock = self._lanes.get(account_id)
@@ -48,7 +59,7 @@ class StoreRunner:
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a read-only store method in a worker thread."""
-        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
+        return await self._call(partial(fn, *args, **kwargs))
 
     async def atomic(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run an operation the store makes atomic by itself (lease compare-and-swap) without
@@ -62,7 +73,29 @@ class StoreRunner:
         if observe is not None:
             call = partial(_timed, observe, getattr(fn, "__name__", "write"), call)
         async with self.lane(account_id):
-            return await trio.to_thread.run_sync(call, limiter=self._limiter)
+            return await self._call(call)
+
+    def abandon(self) -> int:
+        """Shutdown only: give up on every call in flight (its caller gets ``StoreUnavailable``)
+        and refuse new ones at once. Returns how many calls were in flight."""
+        self._abandoned = True
+        for scope in self._in_flight:
+            scope.cancel()
+        return len(self._in_flight)
+
+    async def _call(self, call: Callable[[], T]) -> T:
+        async with self._limiter:  # waiting for a thread is cancellable as usual
+            if self._abandoned:
+                raise StoreUnavailable("the daemon is stopping: store calls are abandoned")
+            # Shielded: the caller's cancellation waits for the call; only ``abandon`` ends it.
+            with trio.CancelScope(shield=True) as scope:
+                self._in_flight.add(scope)
+                try:
+                    return await trio.to_thread.run_sync(call, abandon_on_cancel=True,
+                                                         limiter=self._unlimited)
+                finally:
+                    self._in_flight.discard(scope)
+        raise StoreUnavailable("the daemon is stopping: the store did not answer in time")
 
 
 def _timed(observe: WriteObserver, operation: str, call: Callable[[], T]) -> T:
