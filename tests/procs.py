@@ -68,14 +68,21 @@ def free_port() -> int:
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0,
                logs: Iterable[Path] = ()) -> None:
-    """Poll ``condition`` until true (across real processes only); fail naming ``what``."""
+    """Poll ``condition`` until true (across real processes only); fail naming ``what``.
+
+    A connection error inside ``condition`` (a process still starting, or busy on a loaded
+    machine) counts as "not yet"; the last one is shown if the wait times out."""
     deadline = time.monotonic() + timeout
+    last_error = ""
     while True:
-        if condition():
-            return
+        try:
+            if condition():
+                return
+        except OSError as exc:
+            last_error = f" (last error: {exc!r})"
         if time.monotonic() > deadline:
             tails = "".join(f"\n--- {path.name} ---\n{tail(path)}" for path in logs)
-            raise AssertionError(f"timed out after {timeout:g}s waiting until {what}{tails}")
+            raise AssertionError(f"timed out after {timeout:g}s waiting until {what}{last_error}{tails}")
         time.sleep(0.05)
 
 

@@ -23,6 +23,9 @@ EXAMPLE_FILE = Path(__file__).resolve().parent.parent / "env.auto-backfill.examp
 ALL_VARS = (
     "WHATSAPP_SYNC_FULL_HISTORY",
     "WHATSAPP_HISTORY_SYNC_DRY_RUN",
+    "WHATSAPP_HISTORY_SYNC_DAYS",
+    "WHATSAPP_HISTORY_SYNC_SIZE_MB",
+    "WHATSAPP_HISTORY_SYNC_QUOTA_MB",
     "WHATSAPP_BACKFILL_COUNT",
     "WHATSAPP_BACKFILL_THREADS",
     "WHATSAPP_BACKFILL_MESSAGES_PER_THREAD",
@@ -126,6 +129,9 @@ def rejection(env: Mapping[str, str]) -> ConfigError:
 SPEC_DEFAULTS: dict[str, Any] = {
     "sync_full_history": True,
     "history_sync_dry_run": False,
+    "history_sync_days": 3650,
+    "history_sync_size_mb": 102_400,
+    "history_sync_quota_mb": 102_400,
     "backfill_count": 100,
     "backfill_threads": 50,
     "backfill_messages_per_thread": 20,
@@ -212,6 +218,9 @@ def test_settings_are_frozen() -> None:
     ("var", "value", "field", "expected"),
     [
         ("WHATSAPP_BACKFILL_COUNT", "7", "backfill_count", 7),
+        ("WHATSAPP_HISTORY_SYNC_DAYS", "90", "history_sync_days", 90),
+        ("WHATSAPP_HISTORY_SYNC_SIZE_MB", "2048", "history_sync_size_mb", 2048),
+        ("WHATSAPP_HISTORY_SYNC_QUOTA_MB", "4294967295", "history_sync_quota_mb", 4_294_967_295),
         ("WHATSAPP_BACKFILL_THREADS", "8", "backfill_threads", 8),
         ("WHATSAPP_BACKFILL_MESSAGES_PER_THREAD", "9", "backfill_messages_per_thread", 9),
         ("WHATSAPP_BACKFILL_MAX_DAYS", "2", "backfill_max_idle_ms", 2 * 86_400_000),
@@ -662,6 +671,14 @@ def test_only_the_loader_reads_the_environment() -> None:
     assert offenders == []
 
 
+@pytest.mark.parametrize("var", ["WHATSAPP_HISTORY_SYNC_DAYS", "WHATSAPP_HISTORY_SYNC_SIZE_MB",
+                                 "WHATSAPP_HISTORY_SYNC_QUOTA_MB"])
+@pytest.mark.parametrize("bad", ["0", "-1", "4294967296", "1.5", "ten"])
+def test_history_sync_depth_is_validated(var: str, bad: str) -> None:
+    with pytest.raises(ConfigError, match=f"{var}='{re.escape(bad)}' is not valid: expected a whole number"):
+        load_settings({var: bad})
+
+
 def test_unknown_log_level_is_rejected() -> None:
     with pytest.raises(ConfigError, match="WADAEMON_LOG_LEVEL='loud' is not valid: expected one of DEBUG"):
         load_settings({"WADAEMON_LOG_LEVEL": "loud"})
@@ -708,3 +725,32 @@ def test_loader_reads_exactly_the_documented_variables() -> None:
     env = RecordingEnv()
     load_settings(env)
     assert env.asked == set(ALL_VARS)
+
+
+def test_sources_name_what_is_set_and_mark_legacy_names() -> None:
+    from wadaemon.config import describe_sources
+
+    line = describe_sources({"PORT": "9000", "AUTO_BACKFILL_INTERVAL_MS": "5000",
+                             "WHATSAPP_BACKFILL_CONCURRENCY": "3", "AUTO_BACKFILL_MAX_CONCURRENCY": "4",
+                             "API_TOKEN": SECRET, "UNRELATED": "x"})
+    assert line == ("set in the environment: WHATSAPP_BACKFILL_CONCURRENCY, AUTO_BACKFILL_INTERVAL_MS"
+                    " (legacy name of WHATSAPP_BACKFILL_INTERVAL_SECONDS), PORT, API_TOKEN,"
+                    " AUTO_BACKFILL_MAX_CONCURRENCY (legacy, ignored: WHATSAPP_BACKFILL_CONCURRENCY is set);"
+                    " everything else is the default")
+    assert SECRET not in line
+    assert describe_sources({}) == "nothing set in the environment; everything else is the default"
+
+
+def test_start_up_logs_the_effective_settings_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from wadaemon.cli import main
+
+    monkeypatch.setenv("API_TOKEN", SECRET)
+    monkeypatch.setenv("WADAEMON_DATA_DIR", str(tmp_path))
+    assert main(["replay", "acct", str(tmp_path / "missing.jsonl")]) == 2
+    err = capsys.readouterr().err
+    config_lines = [line for line in err.splitlines() if "[config]" in line]
+    assert len(config_lines) == 2
+    assert "api_token=<redacted>" in config_lines[0] and "port=8080" in config_lines[0]
+    assert "API_TOKEN" in config_lines[1] and "WADAEMON_DATA_DIR" in config_lines[1]
+    assert SECRET not in err

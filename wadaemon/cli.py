@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
-from wadaemon.config import ConfigError, Settings, load_settings, parse_host_port
+from wadaemon.config import ConfigError, Settings, describe_sources, load_settings, parse_host_port
 from wadaemon.logs import setup_logging
 
 if TYPE_CHECKING:
     from wadaemon.daemon import TransportFactory
     from wadaemon.status import AccountStatus
     from wadaemon.store.contract import Store
+    from wadaemon.whatsapp.neonize_transport import NeonizeTransport
     from wadaemon.whatsapp.replay import ReplayTransport
 
 log = logging.getLogger("wadaemon.cli")
@@ -56,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wadaemon: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.instance_id, settings.log_level)
+    log.info("[config] %s", settings.describe())
+    log.info("[config] %s", describe_sources())
     if args.command == "run":
         return _run(settings)
     if args.command == "pair":
@@ -189,19 +192,27 @@ def _run(settings: Settings) -> int:
         def transport(account_id: str) -> SimServerTransport:
             return SimServerTransport(account_id, address, settings.instance_id)
     else:
-        from wadaemon.whatsapp.neonize_transport import NeonizeTransport, paired_accounts
+        from wadaemon.whatsapp.neonize_transport import paired_accounts
 
-        sessions = settings.data_dir / "sessions"
-        accounts = list(settings.accounts) or paired_accounts(sessions)
+        accounts = list(settings.accounts) or paired_accounts(settings.data_dir / "sessions")
 
         def transport(account_id: str) -> NeonizeTransport:
-            return NeonizeTransport(account_id, sessions / f"{account_id}.db",
-                                    full_history=settings.sync_full_history)
+            return neonize_transport(settings, account_id)
 
     if not accounts:
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
     run_daemon(settings, accounts, transport)
     return 0
+
+
+def neonize_transport(settings: Settings, account_id: str) -> NeonizeTransport:
+    """The real WhatsApp transport of an account, as configured (the one place that says how)."""
+    from wadaemon.whatsapp.neonize_transport import NeonizeTransport
+
+    return NeonizeTransport(
+        account_id, settings.data_dir / "sessions" / f"{account_id}.db",
+        full_history=settings.sync_full_history, full_sync_days=settings.history_sync_days,
+        full_sync_size_mb=settings.history_sync_size_mb, full_sync_quota_mb=settings.history_sync_quota_mb)
 
 
 def run_daemon(settings: Settings, accounts: Sequence[str], transport: TransportFactory) -> None:
@@ -223,11 +234,8 @@ def run_daemon(settings: Settings, accounts: Sequence[str], transport: Transport
 
 
 def _pair(settings: Settings, account_id: str, phone: str | None) -> int:
-    from wadaemon.whatsapp.neonize_transport import NeonizeTransport
-
-    sessions = settings.data_dir / "sessions"
-    sessions.mkdir(parents=True, exist_ok=True)
-    transport = NeonizeTransport(account_id, sessions / f"{account_id}.db", full_history=settings.sync_full_history)
+    (settings.data_dir / "sessions").mkdir(parents=True, exist_ok=True)
+    transport = neonize_transport(settings, account_id)
 
     def show_code(code: str) -> None:
         print(f"On the phone: WhatsApp > Linked devices > Link with phone number, enter: {code}", flush=True)
@@ -248,18 +256,31 @@ class ReplayReport(msgspec.Struct, rename="camel"):
     pending_updates: int
 
 
-async def drain(settings: Settings, store: Store, account_id: str, transport: ReplayTransport) -> AccountStatus:
+async def drain(settings: Settings, store: Store, account_id: str,
+                transport: ReplayTransport) -> tuple[AccountStatus, bool]:
     """Run one account's pipeline (no HTTP) until ``transport`` has played everything and the
-    journal is drained, then stop; the account's final status."""
+    journal is drained, then stop: the account's final status, and whether a signal (SIGINT,
+    SIGTERM) ended it first — then what was not drained stays journaled for the next run."""
     from wadaemon.daemon import Daemon
 
     daemon = Daemon(settings, store, [account_id], lambda _: transport, serve=False)
+    interrupted = True
     async with trio.open_nursery() as nursery:
-        await nursery.start(daemon.run)
-        await trio.to_thread.run_sync(transport.finished.wait)
+
+        async def daemon_then_stop(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await daemon.run(task_status=task_status)
+            nursery.cancel_scope.cancel()  # stopped by a signal: stop waiting for the drain
+
+        await nursery.start(daemon_then_stop)
+        await trio.to_thread.run_sync(transport.finished.wait, abandon_on_cancel=True)
         await daemon.accounts[account_id].wait_drained()
+        interrupted = False
         daemon.stop()
-    return daemon.board.account(account_id)
+    return daemon.board.account(account_id), interrupted
+
+
+INTERRUPTED = ("wadaemon: interrupted before the journal was drained; what is left stays in the"
+               " journal and is ingested by the next run")
 
 
 class DeadLetterLine(msgspec.Struct, rename="camel"):
@@ -297,9 +318,12 @@ def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
         journal.close()
     store = open_store(settings)
     try:
-        status = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
+        status, interrupted = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
     finally:
         close_store(store)
+    if interrupted:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     print(msgspec.json.encode({"account": account_id, "restored": restored,
                                "deadLetters": status.dead_letters}).decode())
     return 1 if status.dead_letters else 0
@@ -315,7 +339,7 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
     store = open_store(settings)
     transport = ReplayTransport(account_id, path)
     try:
-        status = trio.run(drain, settings, store, account_id, transport)
+        status, interrupted = trio.run(drain, settings, store, account_id, transport)
     finally:
         close_store(store)
     report = ReplayReport(
@@ -327,6 +351,9 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
     print(msgspec.json.encode(report).decode())
     for number, reason in transport.bad_lines:
         print(f"{path}:{number}: skipped: {reason}", file=sys.stderr)
+    if interrupted:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     return 1 if transport.bad_lines else 0
 
 

@@ -28,8 +28,8 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-__all__ = ["EMULATOR_DEFAULT_PROJECT", "ConfigError", "LogLevel", "Settings", "StoreBackend", "load_settings",
-           "parse_host_port"]
+__all__ = ["EMULATOR_DEFAULT_PROJECT", "ConfigError", "LogLevel", "Settings", "StoreBackend",
+           "describe_sources", "load_settings", "parse_host_port"]
 
 StoreBackend = Literal["firestore", "sqlite"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -51,6 +51,7 @@ _FALSE: Final = frozenset({"false", "0", "no", "off"})
 _BOOL_ALLOWED: Final = "one of true/false, 1/0, yes/no, on/off (any case)"
 _DIGITS: Final = re.compile(r"[0-9]+")
 _SHOW_MAX: Final = 60
+_UINT32_MAX: Final = 2**32 - 1  # the history-sync limits are uint32 protobuf fields
 
 
 class ConfigError(ValueError):
@@ -83,6 +84,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # History sync on pairing.
     sync_full_history: bool = True
     history_sync_dry_run: bool = False
+    # How deep that full history goes (sent with requireFullSync at link time; whatsmeow's own
+    # defaults: ten years, 100 GB).
+    history_sync_days: int = 3650
+    history_sync_size_mb: int = 102_400
+    history_sync_quota_mb: int = 102_400
 
     # Backfill (on-demand and automatic).
     backfill_count: int = 100
@@ -337,6 +343,59 @@ def parse_host_port(text: str, *, allow_zero: bool = False) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+#: Legacy variable -> the preferred one it stands in for (the preferred one wins when both are set).
+_LEGACY_OF: Final[Mapping[str, str]] = {
+    "AUTO_BACKFILL_INTERVAL_MS": "WHATSAPP_BACKFILL_INTERVAL_SECONDS",
+    "AUTO_BACKFILL_MAX_CONCURRENCY": "WHATSAPP_BACKFILL_CONCURRENCY",
+    "AUTO_BACKFILL_COOLDOWN_SUCCESS_MS": "WHATSAPP_BACKFILL_COOLDOWN_MINUTES",
+    "GOOGLE_CLOUD_PROJECT": "FIRESTORE_PROJECT",
+}
+
+
+class _Recording(Mapping[str, str]):
+    """``environ`` as the loader sees it, remembering which variables it looked up."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.asked: list[str] = []
+
+    def __getitem__(self, key: str) -> str:
+        if key not in self.asked:
+            self.asked.append(key)
+        return self._environ[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key not in self.asked:
+            self.asked.append(key)
+        return self._environ.get(key, default)
+
+    def __iter__(self) -> Any:
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
+
+
+def describe_sources(environ: Mapping[str, str] | None = None) -> str:
+    """Where the effective settings come from, for the start-up log next to
+    :meth:`Settings.describe`: the variables set in ``environ`` (names only, never values), each
+    legacy one marked as such (or as ignored when its preferred name is set too); every setting
+    not listed has its default."""
+    env = os.environ if environ is None else environ
+    recording = _Recording(env)
+    load_settings(recording)  # called once the same environment loaded: it does not raise
+    def is_set(name: str) -> bool:
+        return bool((env.get(name) or "").strip())
+
+    parts = [name if name not in _LEGACY_OF else f"{name} (legacy name of {_LEGACY_OF[name]})"
+             for name in recording.asked if is_set(name)]
+    # A legacy name shadowed by its preferred one is not even read by the loader: say so.
+    parts += [f"{legacy} (legacy, ignored: {preferred} is set)" for legacy, preferred in _LEGACY_OF.items()
+              if legacy not in recording.asked and is_set(legacy) and is_set(preferred)]
+    return ("set in the environment: " + ", ".join(parts) if parts else "nothing set in the environment") \
+        + "; everything else is the default"
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``environ`` (default ``os.environ``), per SPEC §2.
 
@@ -373,6 +432,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         history_sync_dry_run=env.flag(
             "WHATSAPP_HISTORY_SYNC_DRY_RUN", defaults.history_sync_dry_run
         ),
+        history_sync_days=env.count(["WHATSAPP_HISTORY_SYNC_DAYS"], defaults.history_sync_days,
+                                    maximum=_UINT32_MAX),
+        history_sync_size_mb=env.count(["WHATSAPP_HISTORY_SYNC_SIZE_MB"], defaults.history_sync_size_mb,
+                                       maximum=_UINT32_MAX),
+        history_sync_quota_mb=env.count(["WHATSAPP_HISTORY_SYNC_QUOTA_MB"], defaults.history_sync_quota_mb,
+                                        maximum=_UINT32_MAX),
         backfill_count=env.count(["WHATSAPP_BACKFILL_COUNT"], defaults.backfill_count),
         backfill_threads=env.count(["WHATSAPP_BACKFILL_THREADS"], defaults.backfill_threads),
         backfill_messages_per_thread=env.count(

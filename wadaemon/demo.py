@@ -12,6 +12,7 @@ import trio
 from wadaemon.config import Settings
 from wadaemon.daemon import Daemon
 from wadaemon.store import close_store, open_store
+from wadaemon.store.contract import StoreUnavailable
 from wadaemon.whatsapp.simphone import SimPhone
 
 REPORT_EVERY_S = 3.0
@@ -57,7 +58,12 @@ async def _report(daemon: Daemon) -> None:
     while True:
         await trio.sleep(REPORT_EVERY_S)
         for account_id in daemon.accounts:
-            threads = await daemon.runner.read(daemon.store.list_threads, account_id, limit=500)
+            try:
+                threads = await daemon.runner.read(daemon.store.list_threads, account_id, limit=500)
+            except StoreUnavailable as exc:  # an outage is something to show, not a crash
+                print(f"[demo] {account_id}: store unavailable ({exc}); the journal keeps everything,"
+                      f" backlog={daemon.board.account(account_id).journal_backlog}", flush=True)
+                continue
             status = daemon.board.account(account_id)
             newest = threads[0] if threads else None
             print(f"[demo] {account_id}: threads={len(threads)} history={status.history.saved}"

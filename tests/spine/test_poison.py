@@ -78,7 +78,7 @@ async def test_poison_message_is_set_aside_and_the_rest_flows(store: Store, tmp_
     journal = Journal(settings.data_dir / "journal" / f"{ACCOUNT}.sqlite", max_backlog=1000)
     assert journal.restore_dead_letters() == 1
     journal.close()
-    status = await drain(settings, poisoned, ACCOUNT, ReplayTransport(ACCOUNT, None))  # type: ignore[arg-type]
+    status, _ = await drain(settings, poisoned, ACCOUNT, ReplayTransport(ACCOUNT, None))  # type: ignore[arg-type]
     assert status.dead_letters == 0
     assert messages(store)[bad] == POISON
 

@@ -213,6 +213,16 @@ def test_device_props_ask_for_full_history(session_path: Path, go: FakeGo) -> No
     assert recent_only._device_props(nt._neonize()).requireFullSync is False
 
 
+def test_history_sync_depth_comes_from_the_settings(session_path: Path) -> None:
+    from wadaemon.cli import neonize_transport
+    from wadaemon.config import load_settings
+
+    settings = load_settings({"WADAEMON_DATA_DIR": str(session_path.parent), "WHATSAPP_HISTORY_SYNC_DAYS": "90",
+                              "WHATSAPP_HISTORY_SYNC_SIZE_MB": "512", "WHATSAPP_HISTORY_SYNC_QUOTA_MB": "1024"})
+    config = neonize_transport(settings, "acc1")._device_props(nt._neonize()).historySyncConfig
+    assert (config.fullSyncDaysLimit, config.fullSyncSizeMbLimit, config.storageQuotaMb) == (90, 512, 1024)
+
+
 # --------------------------------------------------------------------------------------------
 # Event hand-over
 # --------------------------------------------------------------------------------------------

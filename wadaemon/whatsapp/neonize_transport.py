@@ -78,8 +78,9 @@ HISTORY_UNAVAILABLE = (
 
 #: How the linked device presents itself; ``platformType`` also names the client in PairPhone.
 DEVICE_OS = "wadaemon"
-#: History asked for at link time when ``full_history`` (whatsmeow's own generous defaults,
-#: restated so they are visible): ten years, 100 GB.
+#: History asked for at link time when ``full_history``, unless configured otherwise
+#: (``WHATSAPP_HISTORY_SYNC_DAYS`` / ``_SIZE_MB`` / ``_QUOTA_MB``): whatsmeow's own generous
+#: defaults, restated so they are visible — ten years, 100 GB.
 FULL_SYNC_DAYS_LIMIT = 3650
 FULL_SYNC_SIZE_MB_LIMIT = 102_400
 FULL_SYNC_STORAGE_QUOTA_MB = 102_400
@@ -430,10 +431,13 @@ class NeonizeTransport:
     reconnect_max_s = 300.0
 
     def __init__(self, account_id: str, session_path: Path | str, *, full_history: bool,
-                 capture: CaptureWriter | None = None) -> None:
+                 capture: CaptureWriter | None = None, full_sync_days: int = FULL_SYNC_DAYS_LIMIT,
+                 full_sync_size_mb: int = FULL_SYNC_SIZE_MB_LIMIT,
+                 full_sync_quota_mb: int = FULL_SYNC_STORAGE_QUOTA_MB) -> None:
         self.account_id = account_id
         self.session_path = Path(session_path)
         self.full_history = full_history
+        self.full_sync_limits = (full_sync_days, full_sync_size_mb, full_sync_quota_mb)
         self.capture = capture
         self._session: _Session | None = None
         self._lifecycle = threading.Lock()  # this transport's start/stop/pair, one at a time
@@ -742,10 +746,10 @@ class NeonizeTransport:
         """Device properties sent at link time; full history is asked for here or never."""
         props = neonize.DeviceProps(os=DEVICE_OS, platformType=neonize.DeviceProps.CHROME)
         if self.full_history:
+            days, size_mb, quota_mb = self.full_sync_limits
             props.requireFullSync = True
             props.historySyncConfig.CopyFrom(neonize.DeviceProps.HistorySyncConfig(
-                fullSyncDaysLimit=FULL_SYNC_DAYS_LIMIT, fullSyncSizeMbLimit=FULL_SYNC_SIZE_MB_LIMIT,
-                storageQuotaMb=FULL_SYNC_STORAGE_QUOTA_MB))
+                fullSyncDaysLimit=days, fullSyncSizeMbLimit=size_mb, storageQuotaMb=quota_mb))
         return props
 
     def _report_unpaired(self, sink: RawEventSink) -> None:
