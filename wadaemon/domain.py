@@ -169,6 +169,26 @@ class HistoryChunkEvent(msgspec.Struct, frozen=True, tag="history"):
     pushnames: tuple[tuple[str, str], ...] = ()
 
 
+class GroupInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What WhatsApp says of a group when asked (``Transport.group_info``): its subject and
+    who is in it. ``participants`` are normalised JIDs as WhatsApp listed them."""
+
+    jid: str
+    subject: str
+    participants: tuple[str, ...] = ()
+    subject_set_ms: int = 0
+
+
+class GroupChangeEvent(msgspec.Struct, frozen=True, tag="group"):
+    """A group's subject became known or changed (WhatsApp's group-info notification, or our
+    account joining a group): the thread's name follows it."""
+
+    account_id: str
+    jid: str
+    subject: str
+    ts_ms: int = 0
+
+
 class ConnectionEvent(msgspec.Struct, frozen=True, tag="connection"):
     account_id: str
     state: ConnectionState
@@ -209,6 +229,7 @@ WhatsAppEvent = (
     | ReactionEvent
     | ReceiptEvent
     | HistoryChunkEvent
+    | GroupChangeEvent
     | ConnectionEvent
     | OfflineSyncEvent
     | PairingEvent
@@ -262,7 +283,14 @@ class MessageDoc(Doc):
 
 
 class ThreadDoc(Doc):
-    """``threads/{threadId}``."""
+    """``threads/{threadId}``.
+
+    ``last_message_text`` and ``normalized_phone`` are the names the Flutter inbox prefers
+    (``lastMessageText`` before ``lastMessagePreview``, ``normalizedPhone`` before
+    ``phoneE164``): they are always written with the same value as their twin
+    (``wadaemon.store.merge.advance_thread``), so a stale value left by another writer cannot
+    win. No ``id``/``threadId`` field is written: the inbox lets either override the doc id.
+    """
 
     account_id: str
     client_jid: str
@@ -270,6 +298,7 @@ class ThreadDoc(Doc):
     last_message_at: datetime | None = None
     last_message_at_ms: int | None = None
     last_message_preview: str | None = None
+    last_message_text: str | None = None
     last_backfill_at: datetime | None = None
     is_group: bool = False
     alias_jids: list[str] = msgspec.field(default_factory=list)
@@ -277,6 +306,7 @@ class ThreadDoc(Doc):
     last_inbound_at: datetime | None = None
     last_inbound_at_ms: int | None = None
     phone_e164: str | None = None
+    normalized_phone: str | None = None
     updated_at: datetime | None = None
     #: Backfill found the phone holds nothing older: not asked again before the retry interval.
     backfill_exhausted_at: datetime | None = None
@@ -303,7 +333,10 @@ class ThreadPatch(msgspec.Struct, frozen=True, kw_only=True):
 
 class ThreadSummary(msgspec.Struct, frozen=True, kw_only=True):
     """What a batch of messages says about its thread; the store applies it forward-only
-    (an older ``last_message_ms`` never replaces a newer one). Coalesced per batch."""
+    (an older ``last_message_ms`` never replaces a newer one). Coalesced per batch.
+
+    ``create=False``: a name learned for a thread that may not exist (a group subject, a push
+    name): applied to an existing thread, never creating one without a message."""
 
     account_id: str
     client_jid: str
@@ -315,6 +348,7 @@ class ThreadSummary(msgspec.Struct, frozen=True, kw_only=True):
     last_inbound_ms: int | None = None
     phone_e164: str = ""
     backfilled_at_ms: int | None = None
+    create: bool = True
 
 
 class ReceiptUpdate(msgspec.Struct, frozen=True):

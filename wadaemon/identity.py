@@ -108,5 +108,9 @@ class IdentityResolver:
         if is_lid(client_jid):
             self._lid_threads.add(client_jid)
 
+    def is_lid_thread(self, jid: str) -> bool:
+        """A LID thread was written under ``jid`` and its phone number is not known yet."""
+        return jid in self._lid_threads
+
     def known(self) -> int:
         return len(self._pn_of)

@@ -96,6 +96,12 @@ def summarise(
     ]
 
 
+def renamed(account_id: str, names: dict[str, str], *, is_group: bool = False) -> list[ThreadSummary]:
+    """Name-only summaries for threads that may exist: applied to those that do, creating none."""
+    return [ThreadSummary(account_id=account_id, client_jid=jid, display_name=name, is_group=is_group, create=False)
+            for jid, name in names.items() if name]
+
+
 def preview_of(doc: MessageDoc) -> str:
     """Text for ``lastMessagePreview``: the body, or the media kind in brackets."""
     if doc.body:

@@ -108,8 +108,9 @@ def test_bad_call_gets_an_error_reply_and_the_connection_stays(
         sock.sendall(W.encode(W.Call(1, "send_text", {"to": 5})))
         sock.sendall(W.encode(W.Call(2, "teleport", {})))
         sock.sendall(W.encode(W.Call(3, "resolve_lid", {"lid": "1@lid"})))
+        sock.sendall(W.encode(W.Call(4, "group_info", {"group": "120363999999999999@g.us"})))
         replies = {}
-        while len(replies) < 3:
+        while len(replies) < 4:
             frame = read_frame(sock)
             if isinstance(frame, W.Event):
                 sock.sendall(W.encode(W.Ack(frame.seq)))
@@ -119,6 +120,8 @@ def test_bad_call_gets_an_error_reply_and_the_connection_stays(
     assert "Expected `str`, got `int`" in replies[1].error
     assert (replies[2].kind, replies[2].error) == ("bad_request", "unknown call 'teleport'")
     assert replies[3] == W.Reply(id=3, ok=True, result={"pn": ""})
+    assert (replies[4].ok, replies[4].kind) == (False, "transport")  # routed to the phone: no such group
+    assert "item-not-found" in replies[4].error
 
 
 def test_client_that_never_reads_is_closed_and_loses_nothing(

@@ -21,9 +21,11 @@ def settings_for(data_dir: Path, **env: str) -> Settings:
 
 
 @asynccontextmanager
-async def running(settings: Settings, store: Store, transports: dict[str, Transport]) -> AsyncIterator[Daemon]:
-    """The daemon, started (tree up) for the body, stopped after it."""
-    daemon = Daemon(settings, store, list(transports), transports.__getitem__, serve=False)
+async def running(settings: Settings, store: Store, transports: dict[str, Transport], *,
+                  serve: bool = False) -> AsyncIterator[Daemon]:
+    """The daemon, started (tree up) for the body, stopped after it; ``serve``: with its HTTP
+    server (give ``PORT`` a free loopback port)."""
+    daemon = Daemon(settings, store, list(transports), transports.__getitem__, serve=serve)
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.run)
         try:

@@ -44,10 +44,12 @@ from wadaemon.domain import (
     thread_id_for,
 )
 from wadaemon.store.contract import LeaseKind, MessageOrder, PageKey, Store
+from wadaemon.store.merge import placeholder_name
 
 OTHER = "40722222222@s.whatsapp.net"
 REACTOR_A = "40733333333@s.whatsapp.net"
 REACTOR_B = "40744444444@s.whatsapp.net"
+OTHER_LID = "987654321000@lid"
 
 
 def stored(store: Store, doc: MessageDoc) -> MessageDoc:
@@ -357,6 +359,48 @@ def test_several_summaries_for_one_thread_in_one_call_are_folded(store: Store) -
     assert got is not None and group is not None
     assert (got.last_message_at_ms, got.last_message_preview, got.display_name) == (T0 + 5, "five", "Ana")
     assert (group.is_group, group.display_name, group.last_message_at_ms) == (True, "Team", T0 + 3)
+
+
+def test_inbox_twins_are_written_with_the_same_value(store: Store) -> None:
+    """``lastMessageText`` follows ``lastMessagePreview`` (forward-only, same value) and
+    ``normalizedPhone`` sits beside ``phoneE164``: the inbox prefers the twins."""
+    store.advance_threads([summary(T0 + 100, preview="newer", phone_e164="+40711111111")])
+    store.advance_threads([summary(T0 + 50, preview="older")])
+    got = store.get_thread(tid())
+    assert got is not None
+    assert (got.last_message_preview, got.last_message_text) == ("newer", "newer")
+    assert (got.phone_e164, got.normalized_phone) == ("+40711111111", "+40711111111")
+
+
+def test_a_thread_with_no_name_and_no_phone_carries_its_placeholder(store: Store) -> None:
+    """A LID-only contact without a push name and a group without a subject get
+    ``placeholder_name``; a real name, when it comes, replaces it and stays."""
+    store.advance_threads([summary(T0, client_jid=PEER_LID), summary(T0, client_jid=GROUP, is_group=True)])
+    lid, group = store.get_thread(tid(PEER_LID)), store.get_thread(tid(GROUP))
+    assert lid is not None and group is not None
+    assert (lid.display_name, group.display_name) == (placeholder_name(PEER_LID), placeholder_name(GROUP))
+    assert (lid.display_name, group.display_name) == ("Contact \u20262345", "Group \u20260000")
+    assert store.advance_threads([summary(T0, client_jid=PEER_LID)]) == 0  # stable
+    store.advance_threads([summary(T0 + 1, client_jid=GROUP, display_name="Team")])
+    store.advance_threads([summary(T0 + 2, client_jid=GROUP)])
+    group = store.get_thread(tid(GROUP))
+    assert group is not None and group.display_name == "Team"
+    store.advance_threads([summary(T0)])  # a phone-number thread: the inbox shows the number
+    phone_thread = store.get_thread(tid())
+    assert phone_thread is not None and phone_thread.display_name == ""
+
+
+def test_a_placeholder_never_travels_into_a_phone_number_thread(store: Store) -> None:
+    store.advance_threads([summary(T0 + 5, client_jid=PEER_LID, preview="lid")])
+    store.advance_threads([summary(T0, display_name="Ana")])
+    store.merge_threads(ACCOUNT, PEER_LID, PEER)
+    thread = store.get_thread(tid())
+    assert thread is not None
+    assert (thread.display_name, thread.last_message_text) == ("Ana", "lid")
+    store.advance_threads([summary(T0 + 9, client_jid=OTHER_LID, preview="x")])
+    store.merge_threads(ACCOUNT, OTHER_LID, OTHER)
+    other = store.get_thread(tid(OTHER))
+    assert other is not None and other.display_name == ""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -82,12 +82,14 @@ def test_message_and_thread_layout(firestore_store: FirestoreStore, raw: Any) ->
     t = thread.to_dict()
     assert set(t) == {
         "accountId", "clientJid", "displayName", "lastMessageAt", "lastMessageAtMs", "lastMessagePreview",
-        "isGroup", "aliasJids", "lastMessageDirection", "lastInboundAt", "lastInboundAtMs", "phoneE164", "updatedAt",
+        "lastMessageText", "isGroup", "aliasJids", "lastMessageDirection", "lastInboundAt", "lastInboundAtMs",
+        "phoneE164", "normalizedPhone", "updatedAt",
     }
     assert t["accountId"] == ACC and t["clientJid"] == JID and t["displayName"] == "Ana"
     assert isinstance(t["lastMessageAt"], datetime) and t["lastMessageAtMs"] == T0
     assert t["lastMessageAt"] == ms_to_datetime(T0)
     assert t["lastMessageDirection"] == "inbound" and t["phoneE164"] == "+40712345678"
+    assert t["normalizedPhone"] == "+40712345678" and t["lastMessageText"] == "hello"
     assert t["isGroup"] is False and t["aliasJids"] == []
 
     snap = raw.collection("threads").document(f"{ACC}__{JID}").collection("messages").document("M1").get()

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from neonize.client import NewClient
 from neonize.events import EVENT_TO_INT
-from neonize.exc import SendMessageError
+from neonize.exc import GetGroupInfoError, SendMessageError
 from neonize.proto import Neonize_pb2 as N
 
 from wadaemon.whatsapp import neonize_transport as nt
@@ -98,7 +98,7 @@ def go(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGo]:
     monkeypatch.setattr(NewClient, "connect", connect)
     monkeypatch.setattr(NewClient, "disconnect", lambda self: fake.disconnect(self))
     monkeypatch.setattr(NewClient, "stop", lambda self: fake.stop(self))
-    for name in ("send_message", "get_pn_from_lid", "PairPhone"):
+    for name in ("send_message", "get_pn_from_lid", "get_group_info", "PairPhone"):
         monkeypatch.setattr(NewClient, name, unexpected)
     yield fake
     fake.release_all()
@@ -295,6 +295,9 @@ def test_calls_without_a_running_client_never_reach_go(session_path: Path, go: F
     with pytest.raises(TransportError, match="not connected"):
         transport.send_text("40711111111@s.whatsapp.net", "hi")
 
+    with pytest.raises(TransportError, match="not connected"):
+        transport.group_info("120363000000000001@g.us")
+
     dispatch(client, P.connected())
     assert transport.running
     transport.stop()
@@ -302,6 +305,8 @@ def test_calls_without_a_running_client_never_reach_go(session_path: Path, go: F
     assert transport.resolve_lid("123456789@lid") == ""
     with pytest.raises(TransportError, match="not connected"):
         transport.send_text("40711111111@s.whatsapp.net", "hi")
+    with pytest.raises(TransportError, match="not connected"):
+        transport.group_info("120363000000000001@g.us")
 
 
 def test_logged_out_closes_the_gate(session_path: Path, go: FakeGo) -> None:
@@ -328,6 +333,30 @@ def test_resolve_lid(session_path: Path, go: FakeGo, monkeypatch: pytest.MonkeyP
     assert transport.resolve_lid("222@lid") == ""  # unknown: User == ""
     assert transport.resolve_lid("40733333333@s.whatsapp.net") == ""  # not a LID: not asked
     assert asked == ["111@lid", "222@lid"]
+    transport.stop()
+
+
+def test_group_info(session_path: Path, go: FakeGo, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def get_group_info(self: Any, jid: Any) -> Any:
+        asked.append(f"{jid.User}@{jid.Server}")
+        if jid.User == "120363000000000009":
+            raise GetGroupInfoError("item-not-found")
+        return P.group_info(group="120363000000000001@g.us", subject="Team",
+                            participants=["2000000001:3@lid", "40711111111@s.whatsapp.net"], name_set_s=17)
+
+    monkeypatch.setattr(NewClient, "get_group_info", get_group_info)
+    transport, client = started(session_path, go, Sink())
+    dispatch(client, P.connected())
+    info = transport.group_info("120363000000000001@g.us")
+    assert (info.jid, info.subject, info.subject_set_ms) == ("120363000000000001@g.us", "Team", 17_000)
+    assert info.participants == ("2000000001@lid", "40711111111@s.whatsapp.net")
+    with pytest.raises(TransportError, match="item-not-found"):
+        transport.group_info("120363000000000009@g.us")
+    with pytest.raises(TransportError, match="not a group"):
+        transport.group_info("40711111111@s.whatsapp.net")  # refused before reaching Go
+    assert asked == ["120363000000000001@g.us", "120363000000000009@g.us"]
     transport.stop()
 
 

@@ -16,6 +16,7 @@ from wadaemon.domain import (
     ChatAddress,
     ConnectionEvent,
     EditEvent,
+    GroupChangeEvent,
     HistoryChunkEvent,
     MessageEvent,
     OfflineSyncEvent,
@@ -578,3 +579,26 @@ def test_live_mix_with_edits_and_reactions(phones: list[SimPhone]) -> None:
     assert {"MessageEvent", "ReceiptEvent", "EditEvent", "ReactionEvent"} <= set(kinds)
     kept = sum(len(v) for v in phone.live_messages.values())
     assert kept == kinds["MessageEvent"]  # updates are not kept as messages
+
+
+def test_chats_first_seen_live_and_group_info(phones: list[SimPhone]) -> None:
+    phone = SimPhone(ACC, 15, chats=4, history_messages=0, paired=True)
+    group = phone.add_chat("group", "Echipa")
+    stranger = phone.add_chat("lid")
+    with pytest.raises(TransportError, match="not connected"):
+        phone.group_info(group.jid)
+    recorder = run(phones, phone)
+    info = phone.group_info(group.jid)
+    assert (info.jid, info.subject, info.participants) == (group.jid, "Echipa", tuple(p.lid for p in group.participants))
+    with pytest.raises(TransportError, match="item-not-found"):
+        phone.group_info("120363000000000077@g.us")
+    phone.emit_inbound(stranger, "buna")
+    phone.rename_group(group, "Echipa noua")
+    assert phone.wait_idle(WAIT)
+    message, change = [e for e in recorder.live() if isinstance(e, MessageEvent | GroupChangeEvent)]
+    assert isinstance(message, MessageEvent)
+    assert (message.chat, message.sender_name) == (ChatAddress(stranger.lid), "")  # no number, no name
+    assert change == GroupChangeEvent(ACC, group.jid, "Echipa noua", change.ts_ms)
+    assert phone.group_info(group.jid).subject == "Echipa noua"
+    assert phone.group_info_asked == [group.jid, group.jid]
+    assert phone.resolve_lid(stranger.lid) == ""

@@ -14,6 +14,7 @@ from wadaemon.domain import (
     ChatAddress,
     ConnectionEvent,
     EditEvent,
+    GroupChangeEvent,
     HistoryChunkEvent,
     LidMapping,
     Media,
@@ -346,6 +347,24 @@ def test_lifecycle_events() -> None:
     assert one(P.pair_status("", error="timeout")) == PairingEvent(ACC, error="timeout")
     assert one(P.qr("2@abc", "2@def")) == PairingEvent(ACC, qr="2@abc")
     assert tr(P.qr()) == []
+
+
+def test_verified_business_name_when_no_push_name() -> None:
+    event = inbound(P.text("hello"), pushname="")
+    event.Info.VerifiedName.Details.verifiedName = "Shop SRL"
+    assert one(event).sender_name == "Shop SRL"
+    event.Info.Pushname = "Ana"
+    assert one(event).sender_name == "Ana"  # the push name wins when both are set
+
+
+def test_group_subject_changes_and_joins() -> None:
+    assert one(P.group_info_event(group="120363000000000001:0@g.us", subject="Team", ts_s=17)) == (
+        GroupChangeEvent(ACC, GROUP, "Team", 17_000))
+    assert tr(P.group_info_event(group=GROUP, subject=None, ts_s=17)) == []  # not a name change
+    joined = P.joined_group(P.group_info(group=GROUP, subject="New team", participants=[LID], name_set_s=9))
+    assert one(joined) == GroupChangeEvent(ACC, GROUP, "New team", 9_000)
+    (rejected,) = tr(P.group_info_event(group="", subject="x", ts_s=1))
+    assert isinstance(rejected, RejectedEvent)
 
 
 def test_unknown_name_rejected_and_ignored_names_dropped() -> None:

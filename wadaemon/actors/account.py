@@ -9,6 +9,7 @@
     │   ├── dispatcher      journal -> translate -> resolve identity -> work
     │   ├── history         history-sync chunks, one store call each (<= 500 writes per commit)
     │   ├── realtime        group-committed live messages, coalesced thread summaries
+    │   ├── groups          group subjects onto their threads (asked from WhatsApp when unknown)
     │   └── updates         receipts, edits, revokes, reactions (kept until their message lands)
     └── socket              the WhatsApp transport, delivering into the journal
 
@@ -30,6 +31,7 @@ from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.context import AccountContext
 from wadaemon.actors.coverage import Coverage
 from wadaemon.actors.dispatcher import run_dispatcher
+from wadaemon.actors.groups import run_group_namer
 from wadaemon.actors.history import run_history_ingester
 from wadaemon.actors.realtime import run_realtime_writer
 from wadaemon.actors.status_writer import AccountStatusWriter
@@ -128,6 +130,7 @@ class AccountRuntime:
             status=status,
             status_writer=status_writer,
             ledger=EntryLedger(self.reader.mark_done, on_progress=self._progressed),
+            group_info=transport.group_info,
         )
         self.coverage = Coverage(clock or (lambda: int(time.time() * 1000)), on_change)
         self.ctx.on_connection = self.coverage.on_connection
@@ -162,10 +165,13 @@ class AccountRuntime:
         async def updates(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             await run_update_applier(ctx, task_status=task_status)
 
+        async def groups(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await run_group_namer(ctx, task_status=task_status)
+
         return Supervisor(
             "pipeline",
             [ChildSpec("history", history), ChildSpec("realtime", realtime),
-             ChildSpec("updates", updates), ChildSpec("dispatcher", dispatcher)],
+             ChildSpec("updates", updates), ChildSpec("groups", groups), ChildSpec("dispatcher", dispatcher)],
             strategy="one_for_all",
             on_start=self._pipeline_starting,
         )

@@ -15,10 +15,19 @@ import trio
 
 from wadaemon.actors.ondemand import OnDemandRequests
 from wadaemon.actors.status_writer import AccountStatusWriter
-from wadaemon.actors.work import Committed, EntryLedger, HistoryItem, RealtimeItem, UpdateItem
+from wadaemon.actors.work import (
+    Committed,
+    EntryLedger,
+    GroupWork,
+    HistoryItem,
+    RealtimeItem,
+    UpdateItem,
+)
 from wadaemon.config import Settings
+from wadaemon.domain import GroupInfo
 from wadaemon.identity import IdentityResolver
 from wadaemon.journal import JournalReader
+from wadaemon.names import NameBook
 from wadaemon.status import AccountStatus
 from wadaemon.store.runner import StoreRunner
 
@@ -37,8 +46,11 @@ class AccountContext:
     status: AccountStatus
     status_writer: AccountStatusWriter
     ledger: EntryLedger
+    #: ``Transport.group_info`` (blocking: called from a worker thread).
+    group_info: Callable[[str], GroupInfo]
     #: Told of every connection change (state, journal receive time ms), in journal order.
     on_connection: Callable[[str, int], None] | None = None
+    names: NameBook = field(default_factory=NameBook)
     #: True while the update applier holds items it took from its channel (see ``quiet``).
     updates_busy: bool = False
     #: ``Committed`` notices sent but not yet processed. They are the one kind of work tied to
@@ -53,6 +65,8 @@ class AccountContext:
     realtime_recv: trio.MemoryReceiveChannel[RealtimeItem] = field(init=False)
     updates_send: trio.MemorySendChannel[UpdateItem] = field(init=False)
     updates_recv: trio.MemoryReceiveChannel[UpdateItem] = field(init=False)
+    groups_send: trio.MemorySendChannel[GroupWork] = field(init=False)
+    groups_recv: trio.MemoryReceiveChannel[GroupWork] = field(init=False)
 
     def __post_init__(self) -> None:
         self.requests = OnDemandRequests(pace_ms=self.settings.history_request_pace_ms, status=self.status)
@@ -63,7 +77,7 @@ class AccountContext:
         Together with the journal's backlog this tells that the account is fully drained."""
         return not self.updates_busy and self.committed_in_flight == 0 and all(
             channel.statistics().current_buffer_used == 0
-            for channel in (self.history_recv, self.realtime_recv, self.updates_recv)
+            for channel in (self.history_recv, self.realtime_recv, self.updates_recv, self.groups_recv)
         )
 
     async def announce_committed(self, keys: set[tuple[str, str]]) -> None:
@@ -88,4 +102,6 @@ class AccountContext:
         self.history_send, self.history_recv = trio.open_memory_channel[HistoryItem](2)
         self.realtime_send, self.realtime_recv = trio.open_memory_channel[RealtimeItem](CHANNEL_DEPTH)
         self.updates_send, self.updates_recv = trio.open_memory_channel[UpdateItem](CHANNEL_DEPTH)
+        self.groups_send, self.groups_recv = trio.open_memory_channel[GroupWork](CHANNEL_DEPTH)
         self.committed_in_flight = 0
+        self.names.forget_asks()

@@ -1,8 +1,10 @@
 """The dispatcher: journal entries in, resolved work out, in journal order.
 
 It is the only actor that translates and resolves identity, so LID mappings are learned in the
-order WhatsApp sent them and every writer downstream sees canonical JIDs only. Events that need
-no write (connection changes, rejects) settle their entry at once.
+order WhatsApp sent them and every writer downstream sees canonical JIDs only. It also keeps the
+account's ``NameBook`` (names learned in journal order) and sends the group-namer the groups
+whose subject is to be written or asked. Events that need no write (connection changes,
+rejects) settle their entry at once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from wadaemon.actors.context import AccountContext
 from wadaemon.actors.retry import retry_store
 from wadaemon.actors.work import (
     AnswerWork,
+    GroupWork,
     HistoryWork,
     MergeWork,
     MessageWork,
@@ -26,6 +29,7 @@ from wadaemon.domain import (
     AccountDoc,
     ConnectionEvent,
     EditEvent,
+    GroupChangeEvent,
     HistoryChunkEvent,
     LidMapping,
     MessageEvent,
@@ -63,6 +67,8 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
         # A thread's merged LIDs name its person: remembered, so a message still addressed by
         # such a LID lands in the merged thread even when the session's LID store lost the pair.
         ctx.identity.learn(LidMapping(lid=alias, pn=thread.client_jid) for alias in thread.alias_jids)
+        if thread.is_group:  # a subject already stored is not asked again
+            ctx.names.learn_subject(thread.client_jid, thread.display_name)
     while True:
         entries = await ctx.reader.next_batch(BATCH_ENTRIES)
         for entry in entries:
@@ -76,13 +82,15 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
                     await ctx.history_send.send(item)
                 elif isinstance(item, MessageWork | MergeWork):
                     await ctx.realtime_send.send(item)
+                elif isinstance(item, GroupWork):
+                    await ctx.groups_send.send(item)
                 else:
                     await ctx.updates_send.send(item)
         ctx.status.journal_backlog = ctx.reader.backlog()
         ctx.status.journal_oldest_pending_ms = ctx.reader.oldest_pending_ms()
 
 
-Work = HistoryWork | AnswerWork | MessageWork | MergeWork | UpdateWork
+Work = HistoryWork | AnswerWork | MessageWork | MergeWork | UpdateWork | GroupWork
 
 
 def _resolve(ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEvent) -> list[Work]:
@@ -94,7 +102,12 @@ def _resolve(ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEve
             return []
         doc = message_doc(event, client_jid=client_jid, sender_jid=identity.canonical(event.sender.jid), synced_ms=None)
         identity.note_thread(client_jid)
-        return [*(MergeWork(seq, m) for m in merges), MessageWork(seq, doc)]
+        if doc.direction == "inbound" and doc.sender_jid == client_jid:
+            ctx.names.learn_pushname(client_jid, doc.sender_name)
+        return [*(MergeWork(seq, m) for m in merges), MessageWork(seq, doc), *_ask_subject(ctx, seq, client_jid)]
+    if isinstance(event, GroupChangeEvent):
+        ctx.names.learn_subject(event.jid, event.subject)
+        return [GroupWork(seq, event.jid, event.subject)] if event.subject else []
     if isinstance(event, HistoryChunkEvent):
         return _resolve_history(ctx, seq, event)
     if isinstance(event, ReceiptEvent):
@@ -128,6 +141,11 @@ def _resolve(ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEve
     return []
 
 
+def _ask_subject(ctx: AccountContext, seq: int, client_jid: str) -> list[GroupWork]:
+    """Ask WhatsApp for the subject of a group no event named (yet): ``NameBook.wants_subject``."""
+    return [GroupWork(seq, client_jid)] if ctx.names.wants_subject(client_jid, trio.current_time()) else []
+
+
 def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) -> list[Work]:
     """Pairing history and on-demand answers resolve alike; they leave as different work
     because they are written by different steps (``actors.history``)."""
@@ -136,6 +154,7 @@ def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) ->
     docs = []
     names: dict[str, str] = {}
     groups: set[str] = set()
+    asks: list[GroupWork] = []
     skipped = 0
     synced_ms = int(time.time() * 1000)
     threads: list[str] = []
@@ -151,19 +170,31 @@ def _resolve_history(ctx: AccountContext, seq: int, event: HistoryChunkEvent) ->
         threads.append(thread_id)
         if conversation.end_of_history:
             ended.add(thread_id)
-        if conversation.name:
-            names[client_jid] = conversation.name
         if conversation.is_group:
             groups.add(client_jid)
+            ctx.names.learn_subject(client_jid, conversation.name)
+        else:
+            ctx.names.learn_contact(client_jid, conversation.name)
+        if name := ctx.names.name_of(client_jid):
+            names[client_jid] = name
+        elif conversation.is_group and conversation.messages:
+            asks += _ask_subject(ctx, seq, client_jid)
         for message in conversation.messages:
             merges += identity.learn_address(message.sender)
             docs.append(message_doc(message, client_jid=client_jid,
                                     sender_jid=identity.canonical(message.sender.jid), synced_ms=synced_ms))
+    renames: dict[str, str] = {}
+    for jid, pushname in event.pushnames:
+        canonical = identity.canonical(jid)
+        ctx.names.learn_pushname(canonical, pushname)
+        if identity.is_lid_thread(canonical) and canonical not in names:
+            renames[canonical] = ctx.names.name_of(canonical)  # a LID thread shown by placeholder so far
     if event.sync_type == "ON_DEMAND":
         answer = AnswerWork(seq=seq, docs=docs, threads=threads, ended=ended, names=names, groups=groups)
-        return [*(MergeWork(seq, m) for m in merges), answer]
-    history = HistoryWork(seq, event.sync_type, event.chunk_order, event.progress, docs, names, groups, skipped)
-    return [*(MergeWork(seq, m) for m in merges), history]
+        return [*(MergeWork(seq, m) for m in merges), answer, *asks]
+    history = HistoryWork(seq, event.sync_type, event.chunk_order, event.progress, docs, names, groups, skipped,
+                          renames)
+    return [*(MergeWork(seq, m) for m in merges), history, *asks]
 
 
 def _mutation(thread_id: str, event: EditEvent | RevokeEvent | ReactionEvent) -> MessageMutation:

@@ -20,7 +20,7 @@ from wadaemon.actors.ondemand import OnDemandAnswer
 from wadaemon.actors.retry import write_isolating
 from wadaemon.actors.work import AnswerWork, HistoryWork
 from wadaemon.domain import AccountDoc, HistorySyncResult, ms_to_datetime
-from wadaemon.records import summarise
+from wadaemon.records import renamed, summarise
 
 log = logging.getLogger("wadaemon.history")
 
@@ -52,7 +52,7 @@ async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
             poisoned = {id(doc) for doc, _ in bad}
             docs = [doc for doc in docs if id(doc) not in poisoned]
             refused += [f"message {doc.id}: {error}" for doc, error in bad]
-        summaries = summarise(docs, names=work.names, groups=work.groups)
+        summaries = summarise(docs, names=work.names, groups=work.groups) + renamed(ctx.account_id, work.renames)
         if summaries:
             _, bad_summaries = await write_isolating(ctx, "history-sync", summaries, partial(
                 ctx.runner.write, ctx.account_id, store.advance_threads))

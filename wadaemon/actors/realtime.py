@@ -143,7 +143,7 @@ async def _commit(ctx: AccountContext, batch: list[RealtimeItem], buffer: _Summa
 
 async def _flush_summaries(ctx: AccountContext, buffer: _SummaryBuffer) -> None:
     docs = [doc for per_thread in buffer.docs.values() for doc in per_thread]
-    summaries = summarise(docs)
+    summaries = summarise(docs, names=ctx.names.names_of(buffer.docs))
     if summaries:
         # A summary the store refuses is derived data (its messages are stored; thread repair
         # recomputes it): logged, not a reason to hold the entries.

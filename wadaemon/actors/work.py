@@ -23,6 +23,17 @@ class HistoryWork(msgspec.Struct):
     names: dict[str, str]
     groups: set[str]
     skipped: int
+    #: Names learned for threads written earlier (a PUSH_NAME chunk): applied, never creating.
+    renames: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class GroupWork(msgspec.Struct):
+    """A group whose subject is to be written: ``subject`` given (a group-change event), or
+    asked from WhatsApp when "" (a group first seen through a live message)."""
+
+    seq: int
+    jid: str
+    subject: str = ""
 
 
 class AnswerWork(msgspec.Struct, kw_only=True):

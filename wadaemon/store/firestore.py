@@ -668,7 +668,7 @@ class FirestoreStore:
                 return moved
             now = store_now()
             # The old thread's summary and name fold in forward-only (same rule as SQLite).
-            summary = replace(merge.summary_of_thread(old), client_jid=into_jid, display_name=old.display_name)
+            summary = merge.summary_of_thread(old, into_jid)
             folded = merge.advance_thread(into, summary, now) or into
             assert folded is not None  # advance_thread creates the thread when absent
             for alias in [*old.alias_jids, from_jid]:

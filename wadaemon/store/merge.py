@@ -26,6 +26,7 @@ from wadaemon.domain import (
     ms_to_datetime,
     thread_id_for,
 )
+from wadaemon.identity import phone_e164
 from wadaemon.records import preview_of
 
 PREVIEW_CHARS = 100
@@ -139,15 +140,40 @@ def rekey_message(doc: MessageDoc, account_id: str, client_jid: str) -> MessageD
     return replace(doc, client_jid=client_jid, thread_id=thread_id_for(account_id, client_jid))
 
 
+def placeholder_name(client_jid: str) -> str:
+    """The name of a thread WhatsApp has told us neither a name nor a phone number for: a
+    contact known only by LID with no push name, a group whose subject could not be fetched.
+
+    The Flutter inbox hides a thread with no name and no phone as a placeholder, so such a
+    conversation would be invisible; this name keeps it listed. It is honest (it says only what
+    we know: a contact or a group, and the tail of its WhatsApp id), stable (a function of the
+    JID alone, so it never flickers) and never looks like a phone number (the inbox would then
+    treat it as one). Being a function of the JID, it is also recognisable: any real name
+    replaces it, and it is dropped when its thread merges into a phone-number thread.
+    """
+    tail = client_jid.partition("@")[0][-4:]
+    kind = "Group" if client_jid.endswith("@g.us") else "Contact"
+    return f"{kind} \u2026{tail}"
+
+
 def advance_thread(existing: ThreadDoc | None, summary: ThreadSummary, now: datetime) -> ThreadDoc | None:
     """Thread summaries only move forward in time: a late older message (history, backfill)
-    never replaces a newer preview. Names and phone numbers fill in as they become known."""
+    never replaces a newer preview. Names and phone numbers fill in as they become known; a
+    thread with neither carries ``placeholder_name``. The fields the inbox prefers are kept
+    equal to their twins: ``lastMessageText`` = ``lastMessagePreview``, ``normalizedPhone`` =
+    ``phoneE164``."""
+    if existing is None and not summary.create:
+        return None
     base = existing or ThreadDoc(account_id=summary.account_id, client_jid=summary.client_jid)
+    placeholder = placeholder_name(base.client_jid)
+    stored_name = "" if base.display_name == placeholder else base.display_name
+    phone = base.phone_e164 or summary.phone_e164 or None
     merged = replace(
         base,
-        display_name=summary.display_name or base.display_name,
+        display_name=summary.display_name or stored_name or ("" if phone or phone_e164(base.client_jid) else placeholder),
         is_group=base.is_group or summary.is_group,
-        phone_e164=base.phone_e164 or summary.phone_e164 or None,
+        phone_e164=phone,
+        normalized_phone=phone or base.normalized_phone,
     )
     if summary.last_message_ms is not None and (
         base.last_message_at_ms is None or summary.last_message_ms > base.last_message_at_ms
@@ -159,6 +185,8 @@ def advance_thread(existing: ThreadDoc | None, summary: ThreadSummary, now: date
             last_message_preview=summary.last_message_preview[:PREVIEW_CHARS],
             last_message_direction=summary.last_message_direction,
         )
+    if merged.last_message_preview is not None:
+        merged = replace(merged, last_message_text=merged.last_message_preview)
     if summary.last_inbound_ms is not None and (
         base.last_inbound_at_ms is None or summary.last_inbound_ms > base.last_inbound_at_ms
     ):
@@ -195,16 +223,19 @@ def patch_thread(existing: ThreadDoc | None, patch: ThreadPatch, now: datetime) 
             last_message_at=ms_to_datetime(newest.ts_client_ms),
             last_message_at_ms=newest.ts_client_ms,
             last_message_preview=preview_of(newest)[:PREVIEW_CHARS],
+            last_message_text=preview_of(newest)[:PREVIEW_CHARS],
             last_message_direction=newest.direction,
         )
     return None if merged == existing else replace(merged, updated_at=now)
 
 
-def summary_of_thread(doc: ThreadDoc) -> ThreadSummary:
-    """A thread's own summary, to fold it into another thread (LID -> phone-number merge)."""
+def summary_of_thread(doc: ThreadDoc, into_jid: str) -> ThreadSummary:
+    """A thread's own summary, to fold it into thread ``into_jid`` (LID -> phone-number merge):
+    its name comes along, unless it is only its placeholder."""
     return ThreadSummary(
         account_id=doc.account_id,
-        client_jid=doc.client_jid,
+        client_jid=into_jid,
+        display_name="" if doc.display_name == placeholder_name(doc.client_jid) else doc.display_name,
         is_group=doc.is_group,
         last_message_ms=doc.last_message_at_ms,
         last_message_preview=doc.last_message_preview or "",

@@ -46,6 +46,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
+from wadaemon.domain import GroupInfo
 from wadaemon.identity import normalise_jid
 from wadaemon.whatsapp.capture import CaptureWriter
 from wadaemon.whatsapp.transport import (
@@ -66,7 +67,7 @@ SUBSCRIBED_EVENTS: tuple[str, ...] = (
     "Message", "Receipt", "HistorySync",
     "Connected", "Disconnected", "LoggedOut", "StreamReplaced", "ConnectFailure",
     "TemporaryBan", "ClientOutdated", "StreamError",
-    "OfflineSyncPreview", "OfflineSyncCompleted", "PairStatus",
+    "OfflineSyncPreview", "OfflineSyncCompleted", "PairStatus", "GroupInfoEvent", "JoinedGroup",
 )
 #: Events that carry conversation data (losing one loses messages or statuses).
 DATA_EVENTS = frozenset({"Message", "Receipt", "HistorySync"})
@@ -599,6 +600,20 @@ class NeonizeTransport:
         if not pn.User:
             return ""
         return normalise_jid(f"{pn.User}@{pn.Server or 's.whatsapp.net'}")
+
+    def group_info(self, group_jid: str) -> GroupInfo:
+        """``get_group_info`` (an IQ round trip to WhatsApp), gated like every client call."""
+        from wadaemon.whatsapp.translate import group_info_of  # imports neonize: lazily
+
+        group = normalise_jid(group_jid)
+        if not group.endswith("@g.us"):
+            raise TransportError(f"{group_jid!r} is not a group JID")
+        with self._client_call("group info", wait_s=self.call_wait_s) as client:
+            try:
+                info = client.get_group_info(_jid_proto(group))
+            except Exception as exc:
+                raise TransportError(f"group info for {group} failed: {exc}") from exc
+        return group_info_of(info)
 
     # -- internals --------------------------------------------------------------------------
 

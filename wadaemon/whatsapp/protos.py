@@ -215,6 +215,42 @@ def history_sync_event(sync_type: str, conversations: Sequence[Any] = (), *, chu
     return N.HistorySync(Data=data)
 
 
+def group_info(*, group: str, subject: str, participants: Sequence[str] = (), name_set_s: int = 0) -> Any:
+    """A ``neonize.GroupInfo``: what ``get_group_info`` answers and ``JoinedGroup`` carries."""
+    empty = parse_jid("")
+    return N.GroupInfo(
+        OwnerJID=empty, JID=parse_jid(group), OwnerPN=empty,
+        GroupName=N.GroupName(Name=subject, NameSetAt=name_set_s, NameSetBy=empty),
+        GroupTopic=N.GroupTopic(Topic="", TopicID="", TopicSetAt=0, TopicSetBy=empty, TopicDeleted=False),
+        GroupLocked=N.GroupLocked(isLocked=False),
+        GroupAnnounce=N.GroupAnnounce(IsAnnounce=False, AnnounceVersionID=""),
+        GroupEphemeral=N.GroupEphemeral(IsEphemeral=False, DisappearingTimer=0),
+        GroupIncognito=N.GroupIncognito(IsIncognito=False),
+        GroupParent=N.GroupParent(IsParent=False, DefaultMembershipApprovalMode=""),
+        GroupLinkedParent=N.GroupLinkedParent(LinkedParentJID=empty),
+        GroupIsDefaultSub=N.GroupIsDefaultSub(IsDefaultSubGroup=False),
+        GroupCreated=0, ParticipantVersionID="",
+        Participants=[N.GroupParticipant(JID=parse_jid(p), LID=parse_jid(p if p.endswith("@lid") else ""),
+                                         PhoneNumber=empty, IsAdmin=False, IsSuperAdmin=False,
+                                         DisplayName="", Error=0) for p in participants],
+    )
+
+
+def group_info_event(*, group: str, subject: str | None, ts_s: int, sender: str = "") -> Any:
+    """A ``GroupInfoEvent`` (a group changed); ``subject`` None: a change other than the name."""
+    event = N.GroupInfoEvent(JID=parse_jid(group), Notify="", Sender=parse_jid(sender), Timestamp=ts_s,
+                             PrevParticipantsVersionID="", ParticipantVersionID="", JoinReason="")
+    if subject is not None:
+        event.Name.CopyFrom(N.GroupName(Name=subject, NameSetAt=ts_s, NameSetBy=parse_jid(sender)))
+    return event
+
+
+def joined_group(info: Any) -> Any:
+    """``JoinedGroup``: this account was added to (or created) the group ``info`` describes."""
+    return N.JoinedGroup(Reason="", Type="", CreateKey="", GroupInfo=info, Sender=parse_jid(""),
+                         SenderPN=parse_jid(""))
+
+
 def connected() -> Any:
     return N.Connected(status=True)
 

@@ -11,6 +11,7 @@ import logging
 import threading
 from pathlib import Path
 
+from wadaemon.domain import GroupInfo
 from wadaemon.whatsapp.capture import decode_capture_line
 from wadaemon.whatsapp.transport import (
     HistoryRequestUnavailable,
@@ -79,3 +80,6 @@ class ReplayTransport:
 
     def resolve_lid(self, lid_jid: str) -> str:
         return ""
+
+    def group_info(self, group_jid: str) -> GroupInfo:
+        raise TransportError("a replay cannot ask WhatsApp about a group")

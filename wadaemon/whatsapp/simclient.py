@@ -34,6 +34,7 @@ from typing import TypeVar
 
 import msgspec
 
+from wadaemon.domain import GroupInfo
 from wadaemon.whatsapp import protos as P
 from wadaemon.whatsapp import simwire as W
 from wadaemon.whatsapp.transport import (
@@ -205,6 +206,9 @@ class SimServerTransport:
         self._call("request_history", W.HistoryArgs(chat=chat_jid, oldest_id=oldest_id,
                                                     oldest_from_me=oldest_from_me,
                                                     oldest_ts_ms=oldest_ts_ms, count=count), W.Empty)
+
+    def group_info(self, group_jid: str) -> GroupInfo:
+        return self._call("group_info", W.GroupInfoArgs(group_jid), GroupInfo)
 
     def resolve_lid(self, lid_jid: str) -> str:
         """"" when unknown *or* when the service cannot be asked now (the resolver asks again

@@ -19,6 +19,9 @@ Everything is deterministic from ``seed``:
   sent through ``send_text``) are *kept on the phone* (``live_messages``), as a real phone keeps
   them: an on-demand history request reaches them too, so a message dropped from the offline
   queue is still recoverable, exactly as on WhatsApp.
+* chats first seen live (``add_chat``: a group joined after linking, a stranger known only by
+  LID, without a push name), group subjects answered by ``group_info`` and changed by
+  ``rename_group``.
 
 While disconnected (before ``start``, after ``disconnect`` or ``stop``), live events are held,
 as WhatsApp's server holds them, and delivered on the next connect between an
@@ -48,6 +51,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from wadaemon.domain import GroupInfo
 from wadaemon.identity import normalise_jid
 from wadaemon.whatsapp import protos as P
 from wadaemon.whatsapp.transport import (
@@ -259,6 +263,9 @@ class SimPhone:
         self.live_messages: dict[int, list[LiveMessage]] = {}
         self.history_log: list[HistoryRequest] = []
         self.dropped = 0  # held events dropped (cap or drop_held): never delivered
+        #: Groups ``group_info`` was asked about, in order.
+        self.group_info_asked: list[str] = []
+        self._subjects: dict[int, str] = {}
 
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -379,6 +386,55 @@ class SimPhone:
         if chat is not None and chat.alt_hidden and chat.index not in self._revealed:
             return ""
         return self._pn_of.get(lid, "")
+
+    def add_chat(self, kind: ChatKind, name: str = "") -> SimChat:
+        """A chat no pairing history carried, from now on. A ``lid`` chat is a stranger known
+        only by LID (no event carries its phone number until ``reveal``) whose push name is
+        ``name`` (default: none set); a ``group`` has subject ``name`` and named participants;
+        a ``pn`` chat is a new number. Nothing is emitted: the chat shows up with its first
+        message."""
+        with self._lock:
+            index = len(self.chats)
+            number = 90_000 + index
+            if kind == "group":
+                people = tuple(self._person(number * 8 + k) for k in range(3))
+                chat = SimChat(index, kind, f"1203631{self.seed % 10**4:04d}{index:08d}@g.us",
+                               name, None, people, 0, 0, False)
+            else:
+                base = self._person(number)
+                person = SimPerson(number, base.pn, base.lid, name)
+                chat = SimChat(index, kind, person.lid if kind == "lid" else person.pn, name,
+                               person, (), 0, 0, kind == "lid")
+            self.chats = (*self.chats, chat)
+            for form in (chat.jid, chat.pn, chat.lid):
+                if form:
+                    self._by_jid[form] = chat
+            for member in (*chat.participants, *([chat.person] if chat.person else [])):
+                self._pn_of[member.lid] = member.pn
+        return chat
+
+    def group_info(self, group_jid: str) -> GroupInfo:
+        """What WhatsApp answers about one of this phone's groups: subject and members."""
+        with self._lock:
+            if not self._online:
+                raise TransportError("not connected")
+            chat = self._by_jid.get(normalise_jid(group_jid))
+            if chat is None or not chat.is_group:
+                raise TransportError(f"group info for {group_jid}: item-not-found")
+            self.group_info_asked.append(chat.jid)
+            return GroupInfo(jid=chat.jid, subject=self._subjects.get(chat.index, chat.name),
+                             participants=tuple(p.lid for p in chat.participants))
+
+    def rename_group(self, ref: int | str | SimChat, subject: str) -> None:
+        """A participant changes the group's subject: a ``GroupInfoEvent`` with the new name."""
+        chat = self.chat(ref)
+        if not chat.is_group:
+            raise ValueError(f"chat {chat.index} is not a group")
+        with self._lock:
+            self._subjects[chat.index] = subject
+            _, ts_ms = self._tick()
+            self._emit_locked(P.raw(P.group_info_event(group=chat.jid, subject=subject, ts_s=ts_ms // 1000,
+                                                       sender=chat.participants[0].lid)))
 
     def reveal(self, ref: int | str | SimChat) -> None:
         """From now on events of a hidden-alt chat carry its phone number, and resolve_lid knows it."""

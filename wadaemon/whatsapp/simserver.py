@@ -364,6 +364,7 @@ class SimService:
             "send_text": self._send_text,
             "request_history": self._request_history,
             "resolve_lid": self._resolve_lid,
+            "group_info": self._group_info,
         }
 
     # -- frames ----------------------------------------------------------------------------
@@ -492,6 +493,9 @@ class SimService:
 
     def _resolve_lid(self, account: SimAccount, conn: Connection, args: W.ResolveLidArgs) -> msgspec.Struct:
         return W.ResolveLidResult(account.phone.resolve_lid(args.lid))
+
+    def _group_info(self, account: SimAccount, conn: Connection, args: W.GroupInfoArgs) -> msgspec.Struct:
+        return account.phone.group_info(args.group)
 
     # -- lifecycle -------------------------------------------------------------------------
 

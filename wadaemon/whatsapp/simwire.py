@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from wadaemon.domain import GroupInfo
 from wadaemon.whatsapp.transport import RawEvent
 
 #: Upper bound of one frame's body: a history chunk of 500 messages is well under 1 MiB.
@@ -118,6 +119,10 @@ class ResolveLidResult(msgspec.Struct, frozen=True):
     pn: str
 
 
+class GroupInfoArgs(msgspec.Struct, frozen=True):
+    group: str
+
+
 class Empty(msgspec.Struct, frozen=True):
     pass
 
@@ -127,6 +132,7 @@ CALLS: dict[str, tuple[type[msgspec.Struct], type[msgspec.Struct]]] = {
     "send_text": (SendTextArgs, SendTextResult),
     "request_history": (HistoryArgs, Empty),
     "resolve_lid": (ResolveLidArgs, ResolveLidResult),
+    "group_info": (GroupInfoArgs, GroupInfo),
 }
 
 

@@ -12,9 +12,13 @@ Choices made here (and why):
   learn the LID <-> phone-number pair from the very event that carried it.
 * Status broadcasts, broadcast lists and newsletters are not threads (SPEC §4): their messages,
   receipts and mutations are dropped silently (debug log), not rejected — they are valid input.
-* Known neonize events the daemon has no use for (presence, calls, group info, ...) translate to
-  ``[]``; an *unknown* event name is a ``RejectedEvent`` because it means the transport and the
-  translator disagree.
+* Known neonize events the daemon has no use for (presence, calls, ...) translate to ``[]``; an
+  *unknown* event name is a ``RejectedEvent`` because it means the transport and the translator
+  disagree. Of a group's changes only its subject matters (it is the thread's name): a
+  ``GroupInfoEvent`` with a new name, or ``JoinedGroup`` (this account entered a group), becomes
+  a ``GroupChangeEvent``; participant, topic or setting changes translate to ``[]``.
+* A message's ``sender_name`` is the sender's push name, or the verified business name when the
+  sender set no push name: either is a name the person or business chose to show.
 * Receipts: DELIVERED/READ/PLAYED and READ_SELF/PLAYED_SELF (our other device read or played an
   inbound message) map to delivered/read/played. neonize 0.5.2 maps whatsmeow's ``played-self``
   to SERVER_ERROR; a genuine server-error receipt comes from the server about someone else's
@@ -59,6 +63,8 @@ from wadaemon.domain import (
     ChatAddress,
     ConnectionEvent,
     EditEvent,
+    GroupChangeEvent,
+    GroupInfo,
     HistoryChunkEvent,
     HistoryConversation,
     LidMapping,
@@ -83,8 +89,8 @@ log = logging.getLogger("wadaemon.translate")
 #: Valid neonize events that carry nothing the daemon stores.
 IGNORED_EVENTS = frozenset({
     "KeepAliveTimeout", "KeepAliveRestored", "ChatPresence", "Presence", "Picture",
-    "IdentityChange", "privacySettingsEvent", "BlocklistEvent", "BlocklistChange", "JoinedGroup",
-    "GroupInfoEvent", "NewsLetterMessageMeta", "NewsletterJoin", "NewsletterLeave",
+    "IdentityChange", "privacySettingsEvent", "BlocklistEvent", "BlocklistChange",
+    "NewsLetterMessageMeta", "NewsletterJoin", "NewsletterLeave",
     "NewsletterMuteChange", "NewsletterLiveUpdate", "CallOffer", "CallAccept", "CallPreAccept",
     "CallTransport", "CallOfferNotice", "CallRelayLatency", "CallTerminate", "UnknownCallEvent",
     "UndecryptableMessage", "RotateADVSecret", "Device",
@@ -383,10 +389,14 @@ def _message(account_id: str, event: Any) -> list[WhatsAppEvent]:
         return []
     return [MessageEvent(
         account_id=account_id, message_id=info.ID, chat=chat, sender=sender,
-        sender_name=info.Pushname, from_me=from_me, is_group=is_group, ts_ms=ts_ms,
+        sender_name=info.Pushname or _verified_name(info), from_me=from_me, is_group=is_group, ts_ms=ts_ms,
         message_type=content.message_type, body=content.body, source="realtime",
         media=content.media, quoted_message_id=content.quoted_id,
     )]
+
+
+def _verified_name(info: Any) -> str:
+    return str(info.VerifiedName.Details.verifiedName) if info.HasField("VerifiedName") else ""
 
 
 def _receipt(account_id: str, event: Any) -> list[WhatsAppEvent]:
@@ -502,6 +512,36 @@ def _history_message(account_id: str, info: Any, chat: ChatAddress, is_group: bo
 
 
 # --------------------------------------------------------------------------------------------
+# Groups
+# --------------------------------------------------------------------------------------------
+
+
+def group_info_of(info: Any) -> GroupInfo:
+    """``neonize.GroupInfo`` (``get_group_info``'s answer, ``JoinedGroup``'s payload) -> domain."""
+    return GroupInfo(
+        jid=jid_str(info.JID), subject=str(info.GroupName.Name),
+        participants=tuple(p for p in (jid_str(part.JID) for part in info.Participants) if p),
+        subject_set_ms=int(info.GroupName.NameSetAt) * 1000,
+    )
+
+
+def _group_info_event(account_id: str, event: Any) -> list[WhatsAppEvent]:
+    if not event.HasField("Name"):
+        return []
+    group = jid_str(event.JID)
+    if not group:
+        return [RejectedEvent(account_id, "GroupInfoEvent", "group change without a group")]
+    return [GroupChangeEvent(account_id, group, str(event.Name.Name), int(event.Timestamp) * 1000)]
+
+
+def _joined_group(account_id: str, event: Any) -> list[WhatsAppEvent]:
+    info = group_info_of(event.GroupInfo)
+    if not info.jid:
+        return [RejectedEvent(account_id, "JoinedGroup", "joined a group without a JID")]
+    return [GroupChangeEvent(account_id, info.jid, info.subject, info.subject_set_ms)]
+
+
+# --------------------------------------------------------------------------------------------
 # Connection and pairing
 # --------------------------------------------------------------------------------------------
 
@@ -562,6 +602,8 @@ _HANDLERS: dict[str, tuple[Any, Handler]] = {
     "Message": (N.Message, _message),
     "Receipt": (N.Receipt, _receipt),
     "HistorySync": (N.HistorySync, _history),
+    "GroupInfoEvent": (N.GroupInfoEvent, _group_info_event),
+    "JoinedGroup": (N.JoinedGroup, _joined_group),
     "Connected": (N.Connected, _connected),
     "Disconnected": (N.Disconnected, _disconnected),
     "LoggedOut": (N.LoggedOut, _logged_out),

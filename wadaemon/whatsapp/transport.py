@@ -15,6 +15,8 @@ from typing import Protocol
 
 import msgspec
 
+from wadaemon.domain import GroupInfo
+
 
 class RawEvent(msgspec.Struct, frozen=True):
     """One WhatsApp event as neonize delivered it.
@@ -78,4 +80,9 @@ class Transport(Protocol):
 
     def resolve_lid(self, lid_jid: str) -> str:
         """The phone-number JID of a LID from the client's LID store, or "" when unknown."""
+        ...
+
+    def group_info(self, group_jid: str) -> GroupInfo:
+        """The group's subject and participants, asked from WhatsApp now (a round trip: call it
+        from a worker thread). Raises TransportError when not connected or WhatsApp refuses."""
         ...
