@@ -13,6 +13,9 @@ this run, never a number remembered from another. Sections (all by default):
 * realtime: 50 accounts, 200 messages/s in all, receipts flowing: latency from hand-over to
   acknowledged commit, and writes per message; plus one busy account at 200 messages/s.
 * scale: 200 paired accounts idle in one instance: CPU and RSS per account.
+* http: the API's threads list and a 50-message page at 50 concurrent clients (aiohttp, another
+  process, loopback) while the daemon ingests live traffic, 500 threads / 100k messages, on
+  SQLite and on the emulator: requests per second and p99 (target <= 50 ms on SQLite).
 * adopt: a generated legacy database (``tests.legacy.generator``) adopted, scanning alone (the
   dry run) against scanning + fixing: documents scanned per second, writes per fixed
   document, peak RSS.
@@ -100,7 +103,7 @@ def main() -> int:
     parser.add_argument("sections", nargs="*", metavar="section", help="ingest, realtime, scale (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller and shorter (about two minutes)")
     args = parser.parse_args()
-    known = ("ingest", "realtime", "scale", "adopt", "schedulers")
+    known = ("ingest", "realtime", "scale", "http", "adopt", "schedulers")
     if unknown := set(args.sections) - set(known):
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(known)}")
     sections = args.sections or list(known)
@@ -122,6 +125,11 @@ def main() -> int:
     if "scale" in sections:
         with fresh_emulator():
             results["scale"] = run_child("bench.scale", "--accounts", "200", "--idle", "10" if q else "30")
+    if "http" in sections:
+        size = ["--messages", "20000", "--duration", "5"] if q else []
+        results["http_sqlite"] = run_child("bench.http_api", "--backend", "sqlite", *size)
+        with fresh_emulator():
+            results["http_firestore"] = run_child("bench.http_api", "--backend", "firestore", *size)
     if "adopt" in sections:
         size = ["--accounts", "3", "--threads", "30", "--messages", "20"] if q else []
         with fresh_emulator() as emulator:
@@ -196,6 +204,18 @@ def render(r: dict[str, Any]) -> str:
             ("  RSS per account", f"{s['rss_per_account_kb']:,.0f} KB",
              f"{s['rss_mb']:.0f} MB in all, started in {s['startup_s']:.1f} s"),
         ]
+    for key in ("http_sqlite", "http_firestore"):
+        if key in r:
+            h = r[key]
+            for phase, label in (("threads_list", "threads list, limit 50"), ("messages_page", "messages page, limit 50")):
+                p = h[phase]
+                target = f"<= 50 ms {_mark(p['p99_ms'] <= 50)}" if h["backend"] == "sqlite" else ""
+                rows += [
+                    (f"HTTP {label}, {h['backend']}, {h['threads']} threads / {h['messages']:,} msgs, "
+                     f"{h['clients']} clients, live {h['live_per_s']:.0f} msg/s", f"{p['req_per_s']:,.0f} req/s",
+                     f"{p['requests']:,} requests, {p['errors']} errors"),
+                    ("  p50 / p99", f"{p['p50_ms']:.1f} / {p['p99_ms']:.1f} ms", target),
+                ]
     if "adopt_scan" in r:
         scan, fix = r["adopt_scan"], r["adopt_apply"]
         rows += [

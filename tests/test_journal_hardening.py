@@ -143,3 +143,41 @@ def test_dead_letters_move_out_of_the_queue_and_back(tmp_path: Path) -> None:
     assert journal.dead_letters() == [] and journal.backlog() == 3
     assert [e.raw for e in journal.read_after(3, 10)] == [ev(1)]
     journal.close()
+
+
+def test_a_journal_truncated_to_zero_reports_what_it_lost(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path, max_backlog=100)
+    for i in range(5):
+        journal.append(ev(i))
+    journal.close()
+    clean = Journal(path, max_backlog=100)
+    assert clean.loss is None  # a clean reopen loses nothing
+    clean.close()
+    path.write_bytes(b"")
+    reopened = Journal(path, max_backlog=100)
+    assert reopened.loss is not None
+    assert (reopened.loss.last_seq, reopened.loss.watermark_seq) == (0, 5)
+    reopened.close()
+    again = Journal(path, max_backlog=100)
+    assert again.loss is None  # reported once, then reset
+    again.close()
+
+
+def test_a_journal_whose_wal_is_lost_reports_what_it_lost(tmp_path: Path) -> None:
+    live, copy = tmp_path / "live", tmp_path / "copy"
+    live.mkdir()
+    copy.mkdir()
+    journal = Journal(live / "a.sqlite", max_backlog=100)
+    journal.append(ev(0))
+    journal.mark_done([1])
+    for i in range(1, 4):
+        journal.append(ev(i))  # committed to the WAL, not yet checkpointed
+    # What a host sees after the WAL is deleted: the main file and the watermark, no WAL.
+    (copy / "a.sqlite").write_bytes((live / "a.sqlite").read_bytes())
+    (copy / "a.seq").write_bytes((live / "a.seq").read_bytes())
+    journal.close()
+    damaged = Journal(copy / "a.sqlite", max_backlog=100)
+    assert damaged.loss is not None and damaged.loss.watermark_seq == 4
+    assert damaged.loss.last_seq < 4 and damaged.loss.since_ms > 0
+    damaged.close()

@@ -245,6 +245,11 @@ def _pair(settings: Settings, account_id: str, phone: str | None) -> int:
     return 0 if paired else 1
 
 
+class LineRejection(msgspec.Struct):
+    line: int
+    reason: str
+
+
 class ReplayReport(msgspec.Struct, rename="camel"):
     account: str
     file: str
@@ -254,6 +259,8 @@ class ReplayReport(msgspec.Struct, rename="camel"):
     history_saved: int
     rejected: int
     pending_updates: int
+    #: Every capture line skipped or (partly) rejected: ``{line, reason}``, in file order.
+    rejections: list[LineRejection]
 
 
 async def drain(settings: Settings, store: Store, account_id: str,
@@ -345,16 +352,19 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
     report = ReplayReport(
         account=account_id, file=str(path), delivered=transport.delivered,
         skipped_lines=len(transport.bad_lines), messages_written=status.realtime_written,
-        history_saved=status.history.saved, rejected=status.rejected,
+        history_saved=status.history.saved_by_this_run, rejected=status.rejected,
         pending_updates=status.pending_receipts + status.pending_mutations,
+        rejections=[LineRejection(n, r) for n, r in sorted(transport.bad_lines + transport.rejected_lines)],
     )
     print(msgspec.json.encode(report).decode())
     for number, reason in transport.bad_lines:
         print(f"{path}:{number}: skipped: {reason}", file=sys.stderr)
+    for number, reason in transport.rejected_lines:
+        print(f"{path}:{number}: rejected: {reason}", file=sys.stderr)
     if interrupted:
         print(INTERRUPTED, file=sys.stderr)
         return 130
-    return 1 if transport.bad_lines else 0
+    return 1 if transport.bad_lines or transport.rejected_lines else 0
 
 
 if __name__ == "__main__":

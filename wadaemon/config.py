@@ -1,4 +1,4 @@
-"""The environment, read once at start-up into one frozen :class:`Settings` (SPEC §2).
+"""The environment, read once at start-up into one frozen :class:`Settings` (docs/configuration.md).
 
 Why one frozen Struct: every component reads the same immutable value, so a setting cannot
 change under a running actor, and tests build settings without touching ``os.environ``.
@@ -77,7 +77,7 @@ def _default_instance_id() -> str:
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """Effective configuration. Field defaults are the SPEC §2 defaults, so ``Settings()`` (with
+    """Effective configuration. Field defaults are the docs/configuration.md defaults, so ``Settings()`` (with
     keyword overrides) is a valid configuration for tests; only :func:`load_settings` validates.
     """
 
@@ -102,7 +102,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auto_backfill_attempt_backoff_ms: int = 600_000  # after a failure
     auto_backfill_lease_ms: int = 900_000
     auto_backfill_max_accounts_per_tick: int = 4
-    # On-demand history requests (backfill and recent-sync; beyond SPEC §2).
+    # On-demand history requests (backfill and recent-sync; beyond docs/configuration.md).
     backfill_exhausted_retry_ms: int = 7 * 86_400_000  # a thread with no older history
     history_request_timeout_ms: int = 60_000  # an answer later than this is still stored
     history_request_pace_ms: int = 2_000  # min time between two requests to one phone
@@ -141,7 +141,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def store_backend(self) -> StoreBackend:
-        """``"firestore"`` when any Firestore setting is present (SPEC §2), else ``"sqlite"``."""
+        """``"firestore"`` when any Firestore setting is present (docs/configuration.md), else ``"sqlite"``."""
         if (
             self.firebase_service_account_json
             or self.google_application_credentials
@@ -397,7 +397,7 @@ def describe_sources(environ: Mapping[str, str] | None = None) -> str:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build :class:`Settings` from ``environ`` (default ``os.environ``), per SPEC §2.
+    """Build :class:`Settings` from ``environ`` (default ``os.environ``), per docs/configuration.md.
 
     Raises :class:`ConfigError` naming every invalid variable; never returns a partial result.
     """

@@ -21,7 +21,7 @@ Backfill: the manual trigger belongs to the backfill scheduler
 ``backfill_trigger``, which turns the scheduler's outcome into the API's answer: ``started``
 and ``queued`` (every slot busy: it starts when one frees) are a start; ``running`` (here) and
 ``running_elsewhere`` (another instance holds the lock) are "already running"; the rest are
-refusals. Without a scheduler, a trigger answers 503 ``backfill_unavailable``.
+refusals. Without a scheduler, a trigger answers 409 ``backfill_unavailable``.
 """
 
 from __future__ import annotations

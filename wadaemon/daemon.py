@@ -12,7 +12,7 @@
 
 The schedulers see the accounts through ``RunningAccounts`` (``running_accounts``,
 ``changed``), which this class implements; when the account set becomes dynamic (ownership
-leases) only these two methods change. Disabled schedulers (SPEC §2 flags) are not started.
+leases) only these two methods change. Disabled schedulers (docs/configuration.md flags) are not started.
 
 Shutdown (SIGTERM/SIGINT or ``stop``) is ordered and bounded, so the process is gone within
 30 s whatever the store does (systemd's stop timeout would SIGKILL it otherwise):

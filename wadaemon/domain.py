@@ -7,7 +7,7 @@ Two families live here, both msgspec Structs:
   events are already *normalised* (device suffix stripped) but not yet *canonical*: resolving a
   LID to a phone-number JID is the identity resolver's job (``wadaemon.identity``), because the
   mapping may be learned only later.
-* **Documents** mirror SPEC §1 field for field (``rename="camel"`` gives the exact Firestore
+* **Documents** mirror docs/data-model.md field for field (``rename="camel"`` gives the exact Firestore
   field names the Flutter inbox reads). Store adapters persist them; nothing else knows whether
   they end up in Firestore or SQLite.
 
@@ -48,7 +48,7 @@ SyncSource = Literal[
 ]
 ConnectionState = Literal["pairing", "connecting", "connected", "disconnected", "logged_out"]
 
-#: Outbound status order (SPEC §3.3). ``failed`` sits outside the order: it is only ever set on
+#: Outbound status order (docs/data-model.md). ``failed`` sits outside the order: it is only ever set on
 #: a message we queued ourselves and whose send failed, and a later receipt still wins.
 STATUS_RANK: dict[str, int] = {
     "failed": 0,
@@ -238,7 +238,7 @@ WhatsAppEvent = (
 
 
 # --------------------------------------------------------------------------------------------
-# Documents: SPEC §1, exact field names through rename="camel"
+# Documents: docs/data-model.md, exact field names through rename="camel"
 # --------------------------------------------------------------------------------------------
 
 
@@ -384,7 +384,7 @@ class Lease(msgspec.Struct, frozen=True):
 
 
 def thread_id_for(account_id: str, client_jid: str) -> str:
-    """SPEC §1: ``{accountId}__{clientJid}``. Escaping for document ids is the store's job."""
+    """docs/data-model.md: ``{accountId}__{clientJid}``. Escaping for document ids is the store's job."""
     return f"{account_id}__{client_jid}"
 
 

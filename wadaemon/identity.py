@@ -1,4 +1,4 @@
-"""One thread per person (SPEC §4): canonical chat JIDs and LID -> phone-number resolution.
+"""One thread per person (docs/data-model.md, identity): canonical chat JIDs and LID -> phone-number resolution.
 
 WhatsApp addresses a person by phone number (``…@s.whatsapp.net``) or by LID (``…@lid``).
 The canonical JID of a chat is the phone-number JID whenever the mapping is known. Mappings

@@ -1,14 +1,14 @@
 """The durable ingest journal: every raw WhatsApp event is on disk before its hand-over completes.
 
 whatsmeow acknowledges a message to WhatsApp when neonize queues it, before Python sees it
-(shared/NEONIZE.md), so from that moment the only copy is ours. ``Journal.append`` — called by
+(docs/whatsapp.md), so from that moment the only copy is ours. ``Journal.append`` — called by
 the transport on its own (Go) thread — returns only once the event is committed to a local
 SQLite file, one per account (``{data}/journal/{account}.sqlite``). The trio side reads entries
 through a ``JournalReader``, writes them to the store, and marks them done; done entries are
 deleted (the journal is a queue, not an archive). Whatever is still there at start is replayed,
 so a crash or a store outage loses nothing. An entry is done only after its writes committed,
 so a replay can repeat writes that landed just before a crash: the store writes must be
-idempotent (keyed by message id) for that to duplicate nothing (SPEC §3.9).
+idempotent (keyed by message id) for that to duplicate nothing (docs/architecture.md).
 
 Durability level. SQLite in WAL mode with ``synchronous=NORMAL`` makes a commit durable across
 a *process* crash (SIGKILL, OOM kill): the WAL frame is written to the OS before COMMIT returns,
@@ -37,6 +37,26 @@ and never deleted by us. ``wadaemon deadletter list ACCOUNT`` shows them; ``wada
 replay ACCOUNT`` (``restore_dead_letters``) puts them back in the queue, once the cause is
 fixed, with fresh seqs (at the end: they are late, and writes are idempotent anyway).
 
+History totals. ``historySyncCount`` and ``lastHistorySyncResult`` are cumulative per pairing,
+across restarts and replays. A restart must not start them from zero, and a chunk replayed
+after a crash (its entry not yet done) must not count twice, so the totals live here, beside
+the entries they count: ``count_history(seq, delta)`` adds a chunk's counts once per seq (a
+``history_counted`` row remembers it until the entry is done, deleted in the same transaction
+as the entry), atomically with that memory. A fresh journal is seeded from the account
+document in the store (the durable copy the totals are posted to); a new pairing resets them.
+
+Damage. A journal file can be damaged behind our back: unreadable (``JournalCorrupt`` at
+open), or silently short — truncated to zero, its WAL deleted or overwritten (SQLite then opens
+the last checkpoint without a word, and every event since is gone). To notice the second kind, a
+*watermark* file beside the journal (``{account}.seq``) records the highest seq appended and the
+last time the backlog was empty; it is rewritten in place after every append (no fsync: it only
+has to survive what the journal survives, and it is written after the journal's commit, so it
+never runs ahead of a healthy journal). At open, a journal whose highest seq is below the
+watermark has lost entries: ``Journal.loss`` describes it (how many seqs, and the span of time
+they can come from: after the backlog was last empty), the owner reports it, and the watermark is
+reset to the journal as it now is. ``quarantine`` moves an unreadable journal aside (never
+deletes it: its events may exist nowhere else) so a fresh one can start.
+
 Threads. ``append`` runs on a foreign thread, readers run in trio worker threads; all writes go
 through one connection under one lock (SQLite serialises writers anyway, so a second writing
 connection would only add busy-waiting), reads use a second connection, which WAL lets run
@@ -48,10 +68,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -71,6 +93,12 @@ CREATE TABLE IF NOT EXISTS entries (
     data BLOB NOT NULL,
     received_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS history_totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    chunks INTEGER NOT NULL, saved INTEGER NOT NULL, skipped INTEGER NOT NULL,
+    errors INTEGER NOT NULL, total INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history_counted (seq INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
@@ -107,6 +135,58 @@ class Entry(msgspec.Struct, frozen=True):
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class JournalLoss(msgspec.Struct, frozen=True, kw_only=True):
+    """Entries a journal had and no longer has (module docstring, "Damage"): seqs after
+    ``last_seq`` up to ``watermark_seq`` are gone; they were received after ``since_ms`` (the
+    last time the backlog was empty; 0 when unknown)."""
+
+    last_seq: int
+    watermark_seq: int
+    since_ms: int
+
+
+class HistoryTotals(msgspec.Struct, frozen=True):
+    chunks: int = 0
+    saved: int = 0
+    skipped: int = 0
+    errors: int = 0
+    total: int = 0
+
+
+class _Watermark:
+    """``{seq} {empty_ms}``, fixed width, rewritten in place (one pwrite per append)."""
+
+    WIDTH = 48
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def read(self) -> tuple[int, int] | None:
+        raw = os.pread(self._fd, self.WIDTH, 0).decode("ascii", "replace").split()
+        if len(raw) != 2 or not all(part.isdigit() for part in raw):
+            return None
+        return int(raw[0]), int(raw[1])
+
+    def write(self, seq: int, empty_ms: int) -> None:
+        os.pwrite(self._fd, f"{seq} {empty_ms}".ljust(self.WIDTH).encode("ascii"), 0)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def quarantine(path: Path, now_ms: int) -> Path:
+    """Move an unreadable journal (and its -wal/-shm) aside as ``{name}.corrupt-{now_ms}``;
+    returns the new path of the main file. Nothing is deleted."""
+    target = path.with_name(f"{path.name}.corrupt-{now_ms}")
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.rename(target.with_name(target.name + suffix))
+    path.rename(target)
+    return target
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -161,6 +241,16 @@ class Journal:
             raise
         self._backlog: int = row[0]
         self._last_seq: int = row[1]
+        self._empty_ms = _wall_ms() if self._backlog == 0 else 0  # recorded, never decided on
+        self._watermark = _Watermark(path.with_suffix(".seq"))
+        mark = self._watermark.read()
+        #: Entries this journal lost before it was opened (module docstring), or None.
+        self.loss: JournalLoss | None = None
+        if mark is not None and mark[0] > self._last_seq:
+            self.loss = JournalLoss(last_seq=self._last_seq, watermark_seq=mark[0], since_ms=mark[1])
+        if mark is not None and self._backlog and mark[0] <= self._last_seq:
+            self._empty_ms = mark[1]
+        self._watermark.write(self._last_seq, self._empty_ms)
 
     def _connect(self, synchronous: Synchronous) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions. A single INSERT commits on its own,
@@ -212,6 +302,7 @@ class Journal:
             assert seq is not None
             self._backlog += 1
             self._last_seq = seq
+            self._write_watermark()
             self._changed.notify_all()
         self._notify()
         return seq
@@ -219,7 +310,8 @@ class Journal:
     # -- consumption (trio worker threads) -----------------------------------------------------
 
     def read_after(
-        self, after_seq: int, max_entries: int, max_bytes: int = DEFAULT_BATCH_BYTES
+        self, after_seq: int, max_entries: int, max_bytes: int = DEFAULT_BATCH_BYTES,
+        *, history: bool | None = None,
     ) -> list[Entry]:
         """Entries with seq > ``after_seq`` in seq order: at most ``max_entries``, and no more
         than ``max_bytes`` of event data (but always at least one entry, however large), so a
@@ -228,8 +320,9 @@ class Journal:
         size = 0
         with self._read_lock, self._guard():
             self._check_open()  # under the lock: close() takes it before closing the connection
+            kind = "" if history is None else ("AND name = 'HistorySync'" if history else "AND name != 'HistorySync'")
             cur = self._reader.execute(
-                "SELECT seq, name, data, received_ms FROM entries WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT seq, name, data, received_ms FROM entries WHERE seq > ? {kind} ORDER BY seq LIMIT ?",
                 (after_seq, max_entries),
             )
             try:
@@ -257,14 +350,63 @@ class Journal:
                 try:
                     cur = self._writer.executemany("DELETE FROM entries WHERE seq = ?", params)
                     removed = cur.rowcount
+                    self._writer.executemany("DELETE FROM history_counted WHERE seq = ?", params)
                     self._writer.execute("COMMIT")
                 except BaseException:
                     if self._writer.in_transaction:
                         self._writer.execute("ROLLBACK")
                     raise
             self._backlog -= removed
+            if self._backlog == 0:
+                self._empty_ms = _wall_ms()
+                self._write_watermark()
             self._changed.notify_all()
         return removed
+
+    def history_totals(self) -> HistoryTotals | None:
+        """The pairing's history totals; None until seeded (a new journal)."""
+        with self._read_lock, self._guard():
+            self._check_open()
+            row = self._reader.execute(
+                "SELECT chunks, saved, skipped, errors, total FROM history_totals WHERE id = 1").fetchone()
+        return None if row is None else HistoryTotals(*row)
+
+    def set_history_totals(self, totals: HistoryTotals, *, only_if_absent: bool = False) -> None:
+        """Seed (``only_if_absent``) or reset the totals."""
+        verb = "INSERT OR IGNORE" if only_if_absent else "INSERT OR REPLACE"
+        with self._changed, self._guard():
+            self._check_open()
+            self._writer.execute(f"{verb} INTO history_totals (id, chunks, saved, skipped, errors, total) "
+                                 "VALUES (1, ?, ?, ?, ?, ?)", msgspec.structs.astuple(totals))
+
+    def count_history(self, seq: int, delta: HistoryTotals) -> HistoryTotals:
+        """Add ``delta`` (one chunk's counts) to the totals unless entry ``seq`` was counted
+        already; the totals after."""
+        with self._changed, self._guard():
+            self._check_open()
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                self._writer.execute("INSERT OR IGNORE INTO history_totals (id, chunks, saved, skipped, errors, total) "
+                                     "VALUES (1, 0, 0, 0, 0, 0)")
+                if self._writer.execute("INSERT OR IGNORE INTO history_counted (seq) VALUES (?)", (seq,)).rowcount:
+                    self._writer.execute(
+                        "UPDATE history_totals SET chunks = chunks + ?, saved = saved + ?, skipped = skipped + ?, "
+                        "errors = errors + ?, total = total + ? WHERE id = 1", msgspec.structs.astuple(delta))
+                row = self._writer.execute(
+                    "SELECT chunks, saved, skipped, errors, total FROM history_totals WHERE id = 1").fetchone()
+                self._writer.execute("COMMIT")
+            except BaseException:
+                if self._writer.in_transaction:
+                    self._writer.execute("ROLLBACK")
+                raise
+        return HistoryTotals(*row)
+
+    def _write_watermark(self) -> None:
+        """Under the write lock. A failure here must not fail the append that committed."""
+        try:
+            self._watermark.write(self._last_seq, self._empty_ms)
+        except OSError as exc:
+            log.warning("[journal] %s: watermark not written: %s", self.path, exc)
 
     def set_aside(self, seq: int, error: str) -> bool:
         """Move entry ``seq`` to the dead letters with ``error`` (module docstring); False when
@@ -326,6 +468,7 @@ class Journal:
                     raise
             self._backlog += moved
             self._last_seq = int(last)
+            self._write_watermark()
             self._changed.notify_all()
         self._notify()
         return moved
@@ -401,6 +544,7 @@ class Journal:
             with self._read_lock:
                 self._reader.close()
             self._writer.close()
+            self._watermark.close()
         self._notify()
 
 
@@ -434,8 +578,11 @@ class JournalReader:
     waiting task through the trio token (``run_sync_soon``), from whatever thread appended.
     """
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, *, history: bool | None = None) -> None:
+        """``history``: None hands out every entry; True only history-sync chunks; False
+        everything else (the two cursors of ``wadaemon.actors.dispatcher``)."""
         self._journal = journal
+        self._history = history
         self.handed_out_upto = 0
         self._generation = 0
         self._token: trio.lowlevel.TrioToken | None = None
@@ -473,9 +620,8 @@ class JournalReader:
             seen = journal.last_seq()
             if seen > self.handed_out_upto:
                 generation = self._generation
-                entries = await trio.to_thread.run_sync(
-                    journal.read_after, self.handed_out_upto, max_entries, max_bytes
-                )
+                entries = await trio.to_thread.run_sync(partial(
+                    journal.read_after, self.handed_out_upto, max_entries, max_bytes, history=self._history))
                 if generation != self._generation:
                     continue  # rewound while reading: start over from the new cursor
                 if entries:
@@ -493,6 +639,15 @@ class JournalReader:
 
     def dead_letter_count(self) -> int:
         return self._journal.dead_letter_count()
+
+    async def count_history(self, seq: int, delta: HistoryTotals) -> HistoryTotals:
+        return await trio.to_thread.run_sync(self._journal.count_history, seq, delta)
+
+    async def history_totals(self) -> HistoryTotals | None:
+        return await trio.to_thread.run_sync(self._journal.history_totals)
+
+    async def set_history_totals(self, totals: HistoryTotals, *, only_if_absent: bool = False) -> None:
+        await trio.to_thread.run_sync(partial(self._journal.set_history_totals, totals, only_if_absent=only_if_absent))
 
     async def mark_done(self, seqs: Iterable[int]) -> None:
         """Settle entries whose writes are committed (blocking SQLite work in a thread)."""

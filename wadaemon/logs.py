@@ -9,7 +9,7 @@ the line at that priority, so ``journalctl -u wadaemon@a -p warning`` shows warn
 errors only. The prefix goes on *each* line of a multi-line record (a traceback), because
 journald reads a stream line by line and would file the continuation lines as info. No
 dependency on python-systemd: stderr is already connected to the journal, the prefix is all
-it takes. The rest of the line is unchanged, so the SPEC tags (``[realtime]``,
+it takes. The rest of the line is unchanged, so the log tags operators grep for (``[realtime]``,
 ``[history-sync]`` …) stay greppable in ``journalctl`` output and in plain terminals alike.
 """
 

@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector
 from wadaemon.status import AccountStatus, DaemonStatus, DiagSnapshot
 from wadaemon.store.contract import StoreError, StoreUnavailable
 
-#: The connection states of SPEC §1 (``accounts/*.state``): each gets a 0/1 sample.
+#: The connection states of docs/data-model.md (``accounts/*.state``): each gets a 0/1 sample.
 ACCOUNT_STATES = ("pairing", "connecting", "connected", "disconnected", "logged_out")
 MODES = ("starting", "active", "passive", "stopping")
 

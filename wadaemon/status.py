@@ -31,6 +31,8 @@ class HistoryProgress(msgspec.Struct):
     skipped: int = 0
     errors: int = 0
     total: int = 0
+    #: Messages this process wrote (the fields above are the pairing's cumulative totals).
+    saved_by_this_run: int = 0
 
 
 class AccountStatus(msgspec.Struct):
@@ -62,6 +64,10 @@ class AccountStatus(msgspec.Struct):
     #: Events the journal refused (full disk) held in memory for retry, and the append error.
     held_events: int = 0
     journal_error: str = ""
+    #: When the oldest store call still waiting for an answer started (epoch ms), or None.
+    store_waiting_since_ms: int | None = None
+    #: The journal was found damaged at start (quarantined or short): what happened, for good.
+    journal_damage: str = ""
     pipeline_restarted_at_ms: int | None = None
 
     # The schedulers' view (lists are replaced whole, never mutated: snapshots copy shallowly).
@@ -86,6 +92,8 @@ def health_problems(accounts: list[AccountStatus], now_ms: int) -> list[str]:
     operator must act on (a pure rule over the status board, so it is tested without HTTP)."""
     problems = []
     for a in accounts:
+        if a.journal_damage:
+            problems.append(f"{a.account_id}: journal damaged: {a.journal_damage}"[:300])
         if a.held_events or a.journal_error:
             problems.append(f"{a.account_id}: journal refuses appends, {a.held_events} events held: "
                             f"{a.journal_error}"[:300])
@@ -93,6 +101,20 @@ def health_problems(accounts: list[AccountStatus], now_ms: int) -> list[str]:
         if a.pipeline_restarts > 1 and restarted is not None and now_ms - restarted < RESTART_LOOP_WINDOW_MS:
             problems.append(f"{a.account_id}: pipeline restarting ({a.pipeline_restarts} restarts): {a.last_error}"[:300])
     return problems
+
+
+#: A store call unanswered this long shows as unreachable in ``lastError``.
+STORE_SLOW_MS = 3000
+
+
+def with_store_wait(status: AccountStatus, now_ms: int) -> AccountStatus:
+    """``status`` as /diag shows it: a store call waiting longer than ``STORE_SLOW_MS`` is
+    reported in ``last_error`` even before the call itself fails."""
+    since = status.store_waiting_since_ms
+    if since is None or now_ms - since < STORE_SLOW_MS:
+        return status
+    note = f"store not answering for {(now_ms - since) // 1000}s (writes keep waiting)"
+    return msgspec.structs.replace(status, last_error=f"{note}; {status.last_error}" if status.last_error else note)
 
 
 class DiagSnapshot(msgspec.Struct):
@@ -146,7 +168,8 @@ class DaemonStatus:
     def snapshot(self) -> DiagSnapshot:
         with self._lock:
             mode = self._mode
-            accounts = [msgspec.structs.replace(a, history=msgspec.structs.replace(a.history))
+            now_ms = int(time.time() * 1000)
+            accounts = [with_store_wait(msgspec.structs.replace(a, history=msgspec.structs.replace(a.history)), now_ms)
                         for a in self._accounts.values()]
             provider = self._supervision
         supervision = provider() if provider is not None else None

@@ -310,3 +310,39 @@ def test_every_route_is_in_the_openapi_document(api: Any) -> None:
         if route.level != "open":
             assert operation["security"] and {"401", "403"} <= set(operation["responses"])
     assert set(document["components"]["securitySchemes"]) == {"apiToken", "adminToken"}
+
+
+def test_the_api_gateway_queues_busy_calls_within_the_budget_and_still_fails_hung_ones() -> None:
+    import asyncio
+    import threading
+
+    from wadaemon.http.store_access import StoreCallFailed, StoreGateway
+
+    release = threading.Event()
+    gateway = StoreGateway(FakeStore(), timeout=5.0, max_in_flight=1, queue=True)
+
+    def busy(_: Any) -> str:
+        assert release.wait(10)
+        return "done"
+
+    async def scenario() -> list[Any]:
+        first = asyncio.ensure_future(gateway.call(busy))
+        second = asyncio.ensure_future(gateway.call(lambda _: "second"))
+        await asyncio.sleep(0)  # both are waiting now: the first in its thread, the second for a slot
+        assert not second.done()
+        release.set()
+        results: list[Any] = list(await asyncio.gather(first, second))
+        release.clear()
+        hung = asyncio.ensure_future(gateway.call(busy))
+        await asyncio.sleep(0)
+        with pytest.raises(StoreCallFailed):
+            await gateway.call(lambda _: "never", budget=0.2)  # the only slot is held: the budget runs out
+        release.set()
+        results.append(await hung)
+        return results
+
+    try:
+        assert asyncio.run(scenario()) == ["done", "second", "done"]
+    finally:
+        release.set()
+        gateway.close()

@@ -40,6 +40,8 @@ def test_unit_has_what_the_daemon_relies_on() -> None:
     found = settings(UNIT.read_text())
     assert found["Type"] == ["notify"]
     assert found["Restart"] == ["on-failure"]
+    from wadaemon.http.protocol import MAX_CONNECTIONS
+    assert int(found["LimitNOFILE"][0]) >= 8 * MAX_CONNECTIONS  # the HTTP cap binds first
     assert int(found["WatchdogSec"][0]) > 0
     assert found["Environment"] == ["INSTANCE_ID=%i", "WADAEMON_DATA_DIR=/var/lib/wadaemon/%i"]
     assert "/etc/wadaemon/%i.env" in found["EnvironmentFile"]

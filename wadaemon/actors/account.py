@@ -6,7 +6,8 @@
     ├── status-writer       coalesced accounts/{id} writes
     ├── coverage            heartbeat coveredUntil; gaps recorded on (re)connect (recent-sync's work)
     ├── pipeline            one_for_all: a crash anywhere replays the journal from the start
-    │   ├── dispatcher      journal -> translate -> resolve identity -> work
+    │   ├── dispatcher      journal (live entries) -> translate -> resolve identity -> work
+    │   ├── history-dispatcher  the same for history-sync chunks, on its own cursor
     │   ├── history         history-sync chunks, one store call each (<= 500 writes per commit)
     │   ├── realtime        group-committed live messages, coalesced thread summaries
     │   ├── groups          group subjects onto their threads (asked from WhatsApp when unknown)
@@ -30,7 +31,7 @@ import trio
 from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.context import AccountContext
 from wadaemon.actors.coverage import Coverage
-from wadaemon.actors.dispatcher import run_dispatcher
+from wadaemon.actors.dispatcher import run_dispatcher, run_history_dispatcher
 from wadaemon.actors.groups import run_group_namer
 from wadaemon.actors.history import run_history_ingester
 from wadaemon.actors.realtime import run_realtime_writer
@@ -40,7 +41,7 @@ from wadaemon.actors.work import EntryLedger
 from wadaemon.config import Settings
 from wadaemon.domain import AccountDoc, MessageDoc, SyncGap
 from wadaemon.identity import IdentityResolver
-from wadaemon.journal import HeldAppends, Journal, JournalReader
+from wadaemon.journal import HeldAppends, Journal, JournalCorrupt, JournalReader, quarantine
 from wadaemon.status import AccountStatus, DaemonStatus
 from wadaemon.store.runner import StoreRunner
 from wadaemon.whatsapp.capture import CaptureWriter
@@ -71,6 +72,7 @@ class JournalSink:
 
     def __init__(self, journal: Journal, capture: CaptureWriter | None, status: AccountStatus) -> None:
         self.appends = HeldAppends(journal, label=status.account_id, on_change=self._held_changed)
+        self._backlog = journal.backlog
         self._capture = capture
         self._status = status
 
@@ -80,6 +82,8 @@ class JournalSink:
 
     def deliver(self, event: RawEvent) -> None:
         self.appends.append(event)
+        # Live for /diag even while nothing drains (a store outage): one int from this thread.
+        self._status.journal_backlog = self._backlog()
         if self._capture is not None and not self._capture.write(event):
             # One int assignment from the transport's thread: atomic, and the count is the
             # writer's own (kept under its lock), so concurrent deliveries cannot lose one.
@@ -89,6 +93,36 @@ class JournalSink:
         self.appends.close()
         if self._capture is not None:
             self._capture.close()
+
+
+def open_journal(account_id: str, path: Path, status: AccountStatus) -> tuple[Journal, SyncGap | None]:
+    """The account's journal, whatever state its file is in (``wadaemon.journal``, "Damage").
+
+    An unreadable file is quarantined (moved aside, never deleted) and a fresh journal started,
+    so one damaged account never keeps the others from starting; a journal found short is
+    used as it is. Either way the account says so loudly — an ERROR line, ``journalDamage`` on
+    the status board (/diag, /health degraded) — and returns the gap to record (a ``SyncGap``
+    in ``accounts/*.syncGaps``, through ``Coverage.record_gap``: what recent-sync fills)."""
+    now_ms = int(time.time() * 1000)
+    try:
+        journal = Journal(path, max_backlog=JOURNAL_MAX_BACKLOG)
+    except JournalCorrupt as exc:
+        moved = quarantine(path, now_ms)
+        journal = Journal(path, max_backlog=JOURNAL_MAX_BACKLOG)
+        since = journal.loss.since_ms if journal.loss is not None else 0
+        status.journal_damage = f"unreadable journal quarantined as {moved.name} ({exc.__cause__ or exc})"[:500]
+        log.error("[journal] accountId=%s DAMAGED: %s; started with a fresh journal, events received "
+                  "since %d may be missing (gap recorded)", account_id, status.journal_damage, since)
+        return journal, SyncGap(from_ms=since, to_ms=now_ms, reason="journal-quarantined")
+    loss = journal.loss
+    if loss is None:
+        return journal, None
+    lost = loss.watermark_seq - loss.last_seq
+    status.journal_damage = (f"journal is short: entries {loss.last_seq + 1}..{loss.watermark_seq} "
+                             f"({lost}) are gone (file truncated or its WAL lost)")
+    log.error("[journal] accountId=%s DAMAGED: %s; events received since %d may be missing (gap recorded)",
+              account_id, status.journal_damage, loss.since_ms)
+    return journal, SyncGap(from_ms=loss.since_ms, to_ms=now_ms, reason="journal-short")
 
 
 class AccountRuntime:
@@ -109,9 +143,10 @@ class AccountRuntime:
         self.account_id = account_id
         self.transport = transport
         journal_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(journal_dir / f"{account_id}.sqlite", max_backlog=JOURNAL_MAX_BACKLOG)
-        self.reader = JournalReader(self.journal)
         status = board.account(account_id)
+        self.journal, gap = open_journal(account_id, journal_dir / f"{account_id}.sqlite", status)
+        self.reader = JournalReader(self.journal, history=False)
+        self.history_reader = JournalReader(self.journal, history=True)
         status.dead_letters = self.journal.dead_letter_count()
         capture = (CaptureWriter(settings.capture_dir / f"{account_id}.jsonl", label=account_id)
                    if settings.capture_dir is not None else None)
@@ -126,6 +161,7 @@ class AccountRuntime:
             settings=settings,
             runner=runner,
             reader=self.reader,
+            history_reader=self.history_reader,
             identity=IdentityResolver(lookup=transport.resolve_lid),
             status=status,
             status_writer=status_writer,
@@ -134,6 +170,8 @@ class AccountRuntime:
         )
         self.coverage = Coverage(clock or (lambda: int(time.time() * 1000)), on_change)
         self.ctx.on_connection = self.coverage.on_connection
+        if gap is not None:
+            self.coverage.record_gap(gap.from_ms, gap.to_ms, gap.reason)
         self.requests = self.ctx.requests
         self.status = status
         self._progress = trio.Event()
@@ -156,6 +194,9 @@ class AccountRuntime:
         async def dispatcher(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             await run_dispatcher(ctx, task_status=task_status)
 
+        async def history_dispatcher(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await run_history_dispatcher(ctx, task_status=task_status)
+
         async def history(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             await run_history_ingester(ctx, task_status=task_status)
 
@@ -171,7 +212,8 @@ class AccountRuntime:
         return Supervisor(
             "pipeline",
             [ChildSpec("history", history), ChildSpec("realtime", realtime),
-             ChildSpec("updates", updates), ChildSpec("groups", groups), ChildSpec("dispatcher", dispatcher)],
+             ChildSpec("updates", updates), ChildSpec("groups", groups), ChildSpec("dispatcher", dispatcher),
+             ChildSpec("history-dispatcher", history_dispatcher)],
             strategy="one_for_all",
             on_start=self._pipeline_starting,
         )
@@ -180,6 +222,9 @@ class AccountRuntime:
         """Fresh channels for each generation; every generation after the first is a restart,
         counted where /diag and /health see it."""
         self.ctx.open_channels()
+        self.reader.rewind()  # a restarted pipeline forgot what it held: everything replays
+        self.history_reader.rewind()
+        self.ctx.ledger.reset()
         status = self.ctx.status
         if self._pipeline_generations:
             status.pipeline_restarts += 1

@@ -42,6 +42,8 @@ class AccountContext:
     settings: Settings
     runner: StoreRunner
     reader: JournalReader
+    #: The history-sync cursor over the same journal (``actors.dispatcher``).
+    history_reader: JournalReader
     identity: IdentityResolver
     status: AccountStatus
     status_writer: AccountStatusWriter
@@ -57,6 +59,12 @@ class AccountContext:
     #: no journal entry, and a notice handed straight to a waiting receiver shows in no channel
     #: statistics, so they are counted here.
     committed_in_flight: int = 0
+    #: A new pairing was seen: the dispatcher resets the history totals (``actors.history``).
+    pairing_reset: bool = False
+    #: Start times (epoch ms) of the store calls in flight, by call (``actors.retry``).
+    store_waits: dict[object, int] = field(default_factory=dict)
+    #: Set by the live dispatcher once known threads are loaded (per pipeline generation).
+    identity_ready: trio.Event = field(init=False)
     #: Outstanding on-demand history requests (backfill, recent-sync) on this phone.
     requests: OnDemandRequests = field(init=False)
     history_send: trio.MemorySendChannel[HistoryItem] = field(init=False)
@@ -104,4 +112,5 @@ class AccountContext:
         self.updates_send, self.updates_recv = trio.open_memory_channel[UpdateItem](CHANNEL_DEPTH)
         self.groups_send, self.groups_recv = trio.open_memory_channel[GroupWork](CHANNEL_DEPTH)
         self.committed_in_flight = 0
+        self.identity_ready = trio.Event()
         self.names.forget_asks()

@@ -71,6 +71,7 @@ class Coverage:
         self.connects = 0
         self._loaded = False
         self._pending: list[tuple[str, int]] = []
+        self._pending_gaps: list[SyncGap] = []
         self._changed = trio.Event()
 
     def on_connection(self, state: str, at_ms: int) -> None:
@@ -93,7 +94,11 @@ class Coverage:
             self._on_change()
 
     def record_gap(self, from_ms: int, to_ms: int, reason: str) -> None:
-        """A span whose events may be missing for another reason (e.g. a quarantined journal)."""
+        """A span whose events may be missing for another reason (e.g. a quarantined journal).
+        Before the stored gaps are loaded it waits, so the load does not overwrite it."""
+        if not self._loaded:
+            self._pending_gaps.append(SyncGap(from_ms=from_ms, to_ms=to_ms, reason=reason))
+            return
         if to_ms > from_ms:
             self._add(SyncGap(from_ms=from_ms, to_ms=to_ms, reason=reason))
             self._post(AccountDoc(sync_gaps=self.gaps))
@@ -140,6 +145,9 @@ class Coverage:
             pending, self._pending = self._pending, []
             for state, at_ms in pending:
                 self.on_connection(state, at_ms)
+            for gap in self._pending_gaps:
+                self.record_gap(gap.from_ms, gap.to_ms, gap.reason)
+            self._pending_gaps = []
         while True:
             changed = self._changed
             if self.connected:

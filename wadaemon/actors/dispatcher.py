@@ -1,10 +1,19 @@
-"""The dispatcher: journal entries in, resolved work out, in journal order.
+"""The dispatchers: journal entries in, resolved work out, in journal order.
 
-It is the only actor that translates and resolves identity, so LID mappings are learned in the
-order WhatsApp sent them and every writer downstream sees canonical JIDs only. It also keeps the
-account's ``NameBook`` (names learned in journal order) and sends the group-namer the groups
-whose subject is to be written or asked. Events that need no write (connection changes,
-rejects) settle their entry at once.
+They are the only actors that translate and resolve identity, so every writer downstream sees
+canonical JIDs only. The live one also keeps the account's ``NameBook`` (names learned in
+journal order) and sends the group-namer the groups whose subject is to be written or asked.
+Events that need no write (connection changes, rejects) settle their entry at once.
+
+Two cursors over one journal. History-sync chunks are large (thousands of messages, seconds
+to write) and the history channel holds two; with one dispatcher in journal order, a live
+message journaled behind a run of chunks waited for all of them (8 s without a live commit
+during a 60k-message ingest was seen). So live entries and history chunks are dispatched by
+two actors, each in journal order on its own cursor (``JournalReader(history=...)``), and live
+traffic overtakes history. What that gives up: a LID mapping carried by a chunk may now be
+learned after a live message of that person was filed under its LID — the identity rules
+already handle that order (the LID thread is merged when the mapping arrives). The history
+dispatcher starts once the live one has loaded the known LID threads, so no merge is missed.
 """
 
 from __future__ import annotations
@@ -44,7 +53,9 @@ from wadaemon.domain import (
     WhatsAppEvent,
     thread_id_for,
 )
+from wadaemon.journal import HistoryTotals, JournalReader
 from wadaemon.records import message_doc
+from wadaemon.status import HistoryProgress
 from wadaemon.whatsapp.translate import translate
 
 log = logging.getLogger("wadaemon.dispatch")
@@ -57,8 +68,7 @@ KNOWN_THREADS_SCAN = 5000
 
 
 async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    ctx.reader.rewind()
-    ctx.ledger.reset()
+    """Live entries (everything but history-sync chunks), in journal order."""
     task_status.started()
     threads = await retry_store(ctx, "identity", partial(
         ctx.runner.read, ctx.runner.store.list_threads, ctx.account_id, limit=KNOWN_THREADS_SCAN))
@@ -69,11 +79,28 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
         ctx.identity.learn(LidMapping(lid=alias, pn=thread.client_jid) for alias in thread.alias_jids)
         if thread.is_group:  # a subject already stored is not asked again
             ctx.names.learn_subject(thread.client_jid, thread.display_name)
+    ctx.identity_ready.set()
+    await _dispatch(ctx, ctx.reader)
+
+
+async def run_history_dispatcher(ctx: AccountContext, *,
+                                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """History-sync chunks, in journal order, on their own cursor: a live message journaled
+    behind a run of large chunks no longer waits for them to be written (module docstring)."""
+    task_status.started()
+    await ctx.identity_ready.wait()
+    await _dispatch(ctx, ctx.history_reader)
+
+
+async def _dispatch(ctx: AccountContext, reader: JournalReader) -> None:
     while True:
-        entries = await ctx.reader.next_batch(BATCH_ENTRIES)
+        entries = await reader.next_batch(BATCH_ENTRIES)
         for entry in entries:
             events = translate(ctx.account_id, entry.raw)
             work = [item for event in events for item in _resolve(ctx, entry.seq, entry.received_ms, event)]
+            if ctx.pairing_reset:
+                ctx.pairing_reset = False
+                await ctx.reader.set_history_totals(HistoryTotals())
             ctx.ledger.expect(entry.seq, len(work))
             if not work:
                 await ctx.ledger.settle([entry.seq])
@@ -86,8 +113,8 @@ async def run_dispatcher(ctx: AccountContext, *, task_status: trio.TaskStatus[No
                     await ctx.groups_send.send(item)
                 else:
                     await ctx.updates_send.send(item)
-        ctx.status.journal_backlog = ctx.reader.backlog()
-        ctx.status.journal_oldest_pending_ms = ctx.reader.oldest_pending_ms()
+        ctx.status.journal_backlog = reader.backlog()
+        ctx.status.journal_oldest_pending_ms = reader.oldest_pending_ms()
 
 
 Work = HistoryWork | AnswerWork | MessageWork | MergeWork | UpdateWork | GroupWork
@@ -129,8 +156,10 @@ def _resolve(ctx: AccountContext, seq: int, received_ms: int, event: WhatsAppEve
         log.info("[connection] accountId=%s offlineSync completed=%s messages=%d",
                  ctx.account_id, event.completed, event.messages)
     elif isinstance(event, PairingEvent):
-        if event.paired_jid:
+        if event.paired_jid:  # a new pairing: its history totals start from zero
             ctx.status.phone_jid = event.paired_jid
+            ctx.status.history = HistoryProgress(saved_by_this_run=ctx.status.history.saved_by_this_run)
+            ctx.pairing_reset = True
             ctx.status_writer.post(AccountDoc(phone_jid=event.paired_jid))
         if event.error:
             log.warning("[pairing] accountId=%s error=%s", ctx.account_id, event.error)

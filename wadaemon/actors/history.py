@@ -17,9 +17,10 @@ from msgspec.structs import replace
 
 from wadaemon.actors.context import AccountContext
 from wadaemon.actors.ondemand import OnDemandAnswer
-from wadaemon.actors.retry import write_isolating
+from wadaemon.actors.retry import retry_store, write_isolating
 from wadaemon.actors.work import AnswerWork, HistoryWork
 from wadaemon.domain import AccountDoc, HistorySyncResult, ms_to_datetime
+from wadaemon.journal import HistoryTotals
 from wadaemon.records import renamed, summarise
 
 log = logging.getLogger("wadaemon.history")
@@ -27,11 +28,34 @@ log = logging.getLogger("wadaemon.history")
 
 async def run_history_ingester(ctx: AccountContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     task_status.started()
+    await _load_totals(ctx)
     async for work in ctx.history_recv:
         if isinstance(work, AnswerWork):
             await ingest_answer(ctx, work)
         else:
             await ingest_chunk(ctx, work)
+
+
+async def _load_totals(ctx: AccountContext) -> None:
+    """The pairing's cumulative totals (``wadaemon.journal``, "History totals") onto the status
+    board; a journal without them (new, or started fresh after damage) is seeded from the
+    account document, the durable copy in the store."""
+    totals = await ctx.reader.history_totals()
+    if totals is None:
+        doc = await retry_store(ctx, "history-sync", partial(ctx.runner.read, ctx.runner.store.get_account, ctx.account_id))
+        result = doc.last_history_sync_result if doc is not None else None
+        if doc is not None and result is not None:
+            seed = HistoryTotals(chunks=doc.history_sync_count or 0, saved=result.saved, skipped=result.skipped,
+                                 errors=result.errors, total=result.total)
+            await ctx.reader.set_history_totals(seed, only_if_absent=True)
+        totals = await ctx.reader.history_totals() or HistoryTotals()
+    _show(ctx, totals)
+
+
+def _show(ctx: AccountContext, totals: HistoryTotals) -> None:
+    progress = ctx.status.history
+    progress.chunks, progress.saved, progress.skipped = totals.chunks, totals.saved, totals.skipped
+    progress.errors, progress.total = totals.errors, totals.total
 
 
 async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
@@ -59,14 +83,13 @@ async def ingest_chunk(ctx: AccountContext, work: HistoryWork) -> None:
             refused += [f"thread {s.client_jid}: {error}" for s, error in bad_summaries]
     else:
         saved = len(docs)
-    progress.chunks += 1
+    # Counted once per entry, however often a crash makes it replay (wadaemon.journal).
+    _show(ctx, await ctx.reader.count_history(work.seq, HistoryTotals(
+        chunks=1, saved=saved, skipped=unchanged, errors=len(refused), total=len(work.docs) + work.skipped)))
+    progress.saved_by_this_run += saved
     progress.last_sync_type = work.sync_type
     progress.last_chunk_order = work.chunk_order
     progress.progress = work.progress
-    progress.saved += saved
-    progress.skipped += unchanged
-    progress.errors += len(refused)
-    progress.total += len(work.docs) + work.skipped
     now_ms = int(time.time() * 1000)
     ctx.status_writer.post(AccountDoc(
         last_history_sync_at=ms_to_datetime(now_ms),

@@ -19,6 +19,7 @@ aside, which loses nothing (the dead letter is replayable) and keeps the account
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -37,12 +38,28 @@ FIRST_DELAY_S = 0.2
 MAX_DELAY_S = 15.0
 
 
+async def _watched(ctx: AccountContext, attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()``, with its start time on the status board while it runs: a call the store
+    does not answer for a few seconds shows as unreachable in ``lastError``
+    (``wadaemon.status.DaemonStatus.snapshot``) while it keeps waiting — an RPC deadline of
+    30 s would otherwise keep an outage invisible that long."""
+    token = object()
+    waits = ctx.store_waits
+    waits[token] = time.time_ns() // 1_000_000
+    ctx.status.store_waiting_since_ms = min(waits.values())
+    try:
+        return await attempt()
+    finally:
+        del waits[token]
+        ctx.status.store_waiting_since_ms = min(waits.values()) if waits else None
+
+
 async def retry_store(ctx: AccountContext, tag: str, attempt: Callable[[], Awaitable[T]]) -> T:
     delay = FIRST_DELAY_S
     failures = 0
     while True:
         try:
-            result = await attempt()
+            result = await _watched(ctx, attempt)
         except StoreUnavailable as exc:
             failures += 1
             ctx.status.last_error = f"{tag}: {exc}"

@@ -1,4 +1,4 @@
-"""Coalesced writes of ``accounts/{accountId}`` status fields (SPEC §1 hot-document rule).
+"""Coalesced writes of ``accounts/{accountId}`` status fields (docs/data-model.md hot-document rule).
 
 Actors ``post`` patches as often as they like; the writer folds them (later non-None fields
 win) and writes at most once per ``min_interval_s``. A failed write keeps the folded patch and

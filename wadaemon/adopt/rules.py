@@ -1,6 +1,6 @@
 """What each legacy document should become: pure functions over raw field maps.
 
-The Node backend's documents differ from SPEC §1 in ways ``docs/adopt.md`` lists. Each rule
+The Node backend's documents differ from docs/data-model.md in ways ``docs/adopt.md`` lists. Each rule
 here takes a document's fields as stored and returns the fields it should have; the runner
 (``wadaemon.adopt.runner``) diffs the two (``delta``) and writes only what differs. Because every
 rule is a function of the stored state alone, applying it to its own output changes nothing:
@@ -9,8 +9,8 @@ that is what makes a second run, or a resumed run, write nothing more.
 Two principles:
 
 * **Conform, don't rebuild.** A legacy document keeps every field it has that does not
-  contradict SPEC §1 (``key``, ``media``, ``providerMessageId``, ``phone``, ``profilePictureUrl``
-  …: the inbox reads some of them). Fields SPEC §1 defines are made to hold the type and
+  contradict docs/data-model.md (``key``, ``media``, ``providerMessageId``, ``phone``, ``profilePictureUrl``
+  …: the inbox reads some of them). Fields docs/data-model.md defines are made to hold the type and
   values it defines, so the daemon's typed readers (``MessageDoc``, ``ThreadDoc``) decode every
   adopted document.
 * **Never guess a time.** ``tsClient`` comes from the document (Timestamp, ISO string, or the
@@ -116,7 +116,7 @@ def jid_of_thread_id(account_id: str, thread_id: str) -> str:
 
 
 def clean_jid(jid: str) -> str:
-    """Lower-case, no device suffix, ``c.us`` -> ``s.whatsapp.net`` (SPEC §4's normal form)."""
+    """Lower-case, no device suffix, ``c.us`` -> ``s.whatsapp.net`` (docs/data-model.md, identity's normal form)."""
     return normalise_jid(jid.strip().lower())
 
 
@@ -137,7 +137,7 @@ def canonical_jid(account_id: str, thread_id: str, fields: Mapping[str, Any], li
 
 
 def conform_thread(fields: Mapping[str, Any], *, account_id: str, client_jid: str) -> dict[str, Any]:
-    """The thread's fields with SPEC §1's types; the old layout's markers of a merge it never
+    """The thread's fields with docs/data-model.md's types; the old layout's markers of a merge it never
     finished (``redirectTo``, ``canonicalThreadId``, ``isLid``) dropped once the thread *is* the
     canonical one, because the inbox hides threads carrying them."""
     after = dict(fields)
@@ -215,7 +215,7 @@ def is_orphan_receipt(fields: Mapping[str, Any]) -> bool:
 def conform_message(
     fields: Mapping[str, Any], *, message_id: str, account_id: str, client_jid: str
 ) -> dict[str, Any] | None:
-    """The message's fields with SPEC §1's types and values (None when it has no time of its
+    """The message's fields with docs/data-model.md's types and values (None when it has no time of its
     own: see ``is_orphan_receipt``)."""
     stamp = message_time(fields)
     if stamp is None:

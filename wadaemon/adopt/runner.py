@@ -4,7 +4,7 @@ One account at a time, in three phases, each resumable from a checkpoint
 (``wadaemon_adopt/{accountId}``: phase and the last thread id finished):
 
 1. **account** — stale ``running`` states and abandoned lease fields cleared (``rules.account_fields``).
-2. **threads** — every thread in document-id order. Its messages are conformed to SPEC §1
+2. **threads** — every thread in document-id order. Its messages are conformed to docs/data-model.md
    (``rules.conform_message``) and, when the thread is not the person's canonical one (a LID
    with a known number, a raw or device JID, a ``redirectTo``), moved into the canonical
    thread, folding into a document already there. The optimistic outbound twin keyed by the

@@ -28,7 +28,10 @@ from wadaemon.status import DaemonStatus
 @dataclass(frozen=True)
 class HttpContext:
     status: DaemonStatus
+    #: The probes' store gateway (fails at once when every slot is held).
     store: StoreGateway
+    #: The API's store gateway (a request waits its turn within the store timeout).
+    api_store: StoreGateway
     #: Runs trio functions in the daemon (tests use it directly; routes use ``control``).
     bridge: ActionBridge | None
     #: Wall-clock seconds since the epoch (``time.time``); injectable for tests.

@@ -67,8 +67,11 @@ class ClientMessageIdReused(ControlError):
 
 
 class BackfillUnavailable(ControlError):
+    """No backfill scheduler runs (or it is disabled): a 409, because it is this daemon's
+    configuration, not a passing outage, that refuses the request."""
+
     def __init__(self, reason: str) -> None:
-        super().__init__(503, "backfill_unavailable", reason)
+        super().__init__(409, "backfill_unavailable", reason)
 
 
 class DaemonControl(Protocol):

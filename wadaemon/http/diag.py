@@ -1,4 +1,4 @@
-"""``GET /diag``: what an operator looks at first (SPEC §5, plus per-account progress).
+"""``GET /diag``: what an operator looks at first (the HTTP contract, plus per-account progress).
 
 Shape::
 
@@ -64,6 +64,7 @@ class DiagHistory(msgspec.Struct, rename="camel"):
     skipped: int
     errors: int
     total: int
+    saved_by_this_run: int
 
 
 class DiagAccount(msgspec.Struct, rename="camel"):
@@ -93,6 +94,8 @@ class DiagAccount(msgspec.Struct, rename="camel"):
     pipeline_restarts: int
     held_events: int
     journal_error: str
+    store_waiting_since_ms: int | None
+    journal_damage: str
     pipeline_restarted_at_ms: int | None
     backfill_blocked: str
     backfill_next_eligible_ms: int | None

@@ -3,7 +3,7 @@
 It is a middleware so each handler, present or future, gets it without thinking:
 
 * ``ApiError(status, code, message)`` raised by a handler becomes that status and envelope
-  (bad input is a 4xx here, never a 500 — SPEC §5);
+  (bad input is a 4xx here, never a 500 — the HTTP contract);
 * aiohttp's own ``HTTPException``s ≥ 400 (the router's 404 for an unknown route, 405 for a
   known route with the wrong method, 413, …) get the same envelope instead of aiohttp's
   text/plain page; a 405 keeps its ``Allow`` header;

@@ -23,12 +23,17 @@ from wadaemon.http.routing import Route
 
 _REF = "#/components/schemas/{name}"
 
+#: Account ids, thread ids and JIDs are short; the bound keeps a request line within what the
+#: HTTP parser accepts (8190 bytes), so a client following the document never gets a parser
+#: error instead of an answer.
+MAX_PATH_PARAM = 128
+
 _ERROR_TEXT = {
     400: "A parameter or the body is invalid (the message names it)",
     401: "No bearer token was given",
     403: "The token is wrong, the caller is not loopback (API_TOKEN unset), or admin is disabled",
     404: "Unknown account or thread",
-    409: "The action conflicts with the account's state",
+    409: "The action conflicts with the account's state or this daemon's configuration",
     413: "The body is too large",
     429: "Rate limit reached (see Retry-After)",
     503: "The store or the daemon did not answer in time, or the feature is unavailable",
@@ -94,7 +99,7 @@ def _content(route: Route, schema: Any) -> dict[str, Any]:
 
 def _operation(route: Route, schema_of: dict[Any, Any], error_ref: Any) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": MAX_PATH_PARAM}}
         for name in route.path_params
     ]
     parameters += [

@@ -1,4 +1,4 @@
-"""``GET /health`` (liveness) and ``GET /ready`` (readiness), SPEC §5.
+"""``GET /health`` (liveness) and ``GET /ready`` (readiness).
 
 /health answers 200 whenever the HTTP thread is alive — that *is* the liveness signal — and
 says ``degraded`` when the store does not answer a ping within the store timeout, or when an

@@ -1,8 +1,8 @@
 """JSON responses encoded with msgspec.
 
 Response bodies are msgspec Structs declared with ``rename="camel"``: the Python side keeps
-snake_case names, the wire gets the exact camelCase names of SPEC §5 (the Flutter app and ops
-scripts read them). msgspec encodes ``datetime`` as RFC 3339, i.e. ISO-8601 as SPEC requires.
+snake_case names, the wire gets the exact camelCase names of the HTTP contract (the Flutter app and ops
+scripts read them). msgspec encodes ``datetime`` as RFC 3339, i.e. ISO-8601 as the contract requires.
 """
 
 from __future__ import annotations

@@ -39,8 +39,14 @@ from wadaemon.http.auth import AuthConfig
 from wadaemon.http.bridge import ActionBridge
 from wadaemon.http.context import HttpContext
 from wadaemon.http.control import DaemonControl
+from wadaemon.http.protocol import protocol_factory, quiet_accept_floods
 from wadaemon.http.ratelimit import RateLimiter
-from wadaemon.http.store_access import DEFAULT_MAX_IN_FLIGHT, DEFAULT_STORE_TIMEOUT, StoreGateway
+from wadaemon.http.store_access import (
+    API_MAX_IN_FLIGHT,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_STORE_TIMEOUT,
+    StoreGateway,
+)
 from wadaemon.http.tracking import InFlightRequests
 from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
@@ -196,8 +202,10 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         gateway = StoreGateway(self.store, timeout=self.store_timeout,
                                max_in_flight=self.store_max_in_flight)
+        api_gateway = StoreGateway(self.store, timeout=self.store_timeout,
+                                   max_in_flight=API_MAX_IN_FLIGHT, queue=True)
         in_flight = InFlightRequests()
-        context = HttpContext(status=self.status, store=gateway, bridge=self.bridge,
+        context = HttpContext(status=self.status, store=gateway, api_store=api_gateway, bridge=self.bridge,
                               clock=self.clock, metrics=self.metrics, settings=self.settings,
                               control=self.control, auth=self.auth, limiter=self.limiter)
         app = build_app(context, in_flight, self.extra_routes)
@@ -205,15 +213,17 @@ class HttpServer:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_CANCEL_GRACE)
         try:
             await runner.setup()
-            site = web.TCPSite(runner, self.host, self.requested_port)
-            await site.start()
-            run.port = int(runner.addresses[0][1])
+            # Our own listener over aiohttp's server: connection rules of wadaemon.http.protocol.
+            quiet_accept_floods()
+            site = await loop.create_server(protocol_factory(runner), self.host, self.requested_port,
+                                            reuse_address=True, backlog=128)
+            run.port = int(site.sockets[0].getsockname()[1])
             stop_requested: asyncio.Future[float] = loop.create_future()
             run.stop_requested = stop_requested
             run.ready.set()
 
             grace = await stop_requested
-            await site.stop()  # stop accepting new connections
+            site.close()  # stop accepting new connections
             if not await in_flight.wait_idle(grace):
                 log.warning("http stop: %d request(s) still running after %.1fs: cancelling",
                             in_flight.count, grace)
@@ -221,6 +231,7 @@ class HttpServer:
         finally:
             await runner.cleanup()  # closes the (now idle) connections
             gateway.close()
+            api_gateway.close()
 
 
 async def serve_http(

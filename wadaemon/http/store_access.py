@@ -3,7 +3,7 @@
 The Store is synchronous (``wadaemon.store.contract``). A handler must never run it on the
 event loop, and must never wait for it longer than a probe can afford: a Firestore outage
 can make a call hang for the gRPC deadline, and /health, /diag must still answer within a
-couple of seconds (SPEC §5: /diag "never fails when the store is down").
+couple of seconds (the contract: /diag "never fails when the store is down").
 
 Why a dedicated, bounded pool rather than the loop's default executor? A call that times out
 keeps its thread until the store returns. With probes arriving every few seconds during an
@@ -13,11 +13,19 @@ there (the ``ActionBridge`` uses the loop's default executor). Here at most
 immediately instead of queueing — which is the right answer for a probe anyway ("down").
 The pool is shut down without waiting when the server stops, so a hung call never holds up
 a stop.
+
+Two gateways serve the HTTP thread. The probes' (``queue=False``) fails at once when every
+slot is held. The API's (``queue=True``, more slots) lets a call *wait* for a slot within its
+budget: under load (50 clients reading pages) slots are busy, not hung, and a request should
+take its turn rather than get a 503; when slots are hung, the wait ends with the budget and
+the answer is still a prompt 503. Keeping them apart means API load never makes a probe
+report the store "down".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -32,6 +40,8 @@ T = TypeVar("T")
 
 DEFAULT_STORE_TIMEOUT = 2.0
 DEFAULT_MAX_IN_FLIGHT = 4
+#: Slots of the API's gateway (reads of pages, accounts, status).
+API_MAX_IN_FLIGHT = 8
 
 
 class StoreCallFailed(Exception):
@@ -47,9 +57,13 @@ class StoreGateway:
         *,
         timeout: float = DEFAULT_STORE_TIMEOUT,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        queue: bool = False,
     ) -> None:
         self.store = store
         self.timeout = timeout
+        self._max_in_flight = max_in_flight
+        self._queue = queue
+        self._turns: asyncio.Semaphore | None = None  # queue=True: created on the server's loop
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._executor = ThreadPoolExecutor(max_workers=max_in_flight,
                                             thread_name_prefix="wadaemon-http-store")
@@ -65,15 +79,42 @@ class StoreGateway:
             budget = self.timeout
         if budget <= 0:
             raise StoreCallFailed("no time left for the store call")
+        loop = asyncio.get_running_loop()
+        release_turn: Callable[[], None] = lambda: None  # noqa: E731
+        if self._queue:
+            if self._turns is None:
+                self._turns = asyncio.Semaphore(self._max_in_flight)
+            turns = self._turns
+            began = loop.time()
+            try:
+                await asyncio.wait_for(turns.acquire(), budget)
+            except TimeoutError as exc:
+                raise StoreCallFailed(f"no store slot came free within {budget:g}s") from exc
+            budget -= loop.time() - began
+
+            def release_turn() -> None:
+                with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                    loop.call_soon_threadsafe(turns.release)
+
+            if budget <= 0:
+                release_turn()
+                raise StoreCallFailed("no time left for the store call")
         if not self._slots.acquire(blocking=False):
+            release_turn()
             raise StoreCallFailed("every store slot is held by a call that has not returned")
         try:
             future: Future[T] = self._executor.submit(fn, self.store)
         except BaseException:
             self._slots.release()
+            release_turn()
             raise
-        # Released when the *thread* finishes, not when we stop waiting for it.
-        future.add_done_callback(lambda _: self._slots.release())
+
+        def finished(_: Future[T]) -> None:
+            # Released when the *thread* finishes, not when we stop waiting for it.
+            self._slots.release()
+            release_turn()
+
+        future.add_done_callback(finished)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), budget)
         except TimeoutError as exc:

@@ -24,7 +24,7 @@ and when it started; with the lock still live (perhaps a healthy run elsewhere) 
 touched and the account is ``lock_busy`` until the lock's expiry, after which the next tick
 runs it. Being interrupted does not start the attempt backoff: the account did nothing wrong.
 
-**Disabled** (either SPEC §2 flag false): the actor still runs, for manual triggers only —
+**Disabled** (either docs/configuration.md flag false): the actor still runs, for manual triggers only —
 no connect or periodic run, no periodic repair.
 
 **Capability unavailable** (neonize 0.5.2, a replay): such an account is never run; the first

@@ -13,7 +13,7 @@ Auto-backfill eligibility, in the order the original backend got wrong:
 2. **Concurrency is counted before a lock is taken**: runs in flight in this instance hold a
    slot from the moment they are picked, so a tick cannot start more than
    ``WHATSAPP_BACKFILL_CONCURRENCY`` runs while their lock requests are still on the wire.
-3. **The backoff follows a failed attempt only** (SPEC §2: "min time between attempts (after
+3. **The backoff follows a failed attempt only** (docs/configuration.md: "min time between attempts (after
    failure)"); after a success the longer cooldown governs. A run interrupted by a crash
    counts as failed.
 4. **A stale ``running: true`` blocks nothing.** Only the lock does: a dead process's lock

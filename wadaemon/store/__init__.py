@@ -17,7 +17,7 @@ CLOSE_TIMEOUT_S = 3.0
 
 
 def open_store(settings: Settings) -> Store:
-    """Firestore when any Firestore setting is present (SPEC §2), else SQLite under the data dir.
+    """Firestore when any Firestore setting is present (docs/configuration.md), else SQLite under the data dir.
 
     Adapters are imported here, not at module level, so the SQLite path never loads gRPC.
     """

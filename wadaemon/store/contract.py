@@ -138,7 +138,7 @@ class Store(Protocol):
         ...
 
     def merge_threads(self, account_id: str, from_jid: str, into_jid: str) -> int:
-        """Move every message of thread ``from_jid`` into thread ``into_jid`` (SPEC §4), fold
+        """Move every message of thread ``from_jid`` into thread ``into_jid`` (docs/data-model.md, identity), fold
         the summaries, add ``from_jid`` to ``aliasJids`` and delete the old thread. Returns
         messages moved. Idempotent: a second call moves nothing."""
         ...

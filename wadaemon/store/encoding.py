@@ -41,7 +41,7 @@ def unescape_doc_id(escaped: str) -> str:
 
 def document_fields(doc: Doc) -> dict[str, Any]:
     """The fields to write: camelCase names, datetimes kept as datetimes, None left out
-    (None means *absent* in every document of SPEC §1)."""
+    (None means *absent* in every document of docs/data-model.md)."""
     fields = msgspec.to_builtins(doc, builtin_types=(datetime,))
     assert isinstance(fields, dict)
     return _drop_none(fields)

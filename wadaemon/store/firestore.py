@@ -1,4 +1,4 @@
-"""The Firestore adapter of the store contract (``wadaemon.store.contract``), SPEC §1 layout.
+"""The Firestore adapter of the store contract (``wadaemon.store.contract``), docs/data-model.md layout.
 
 Layout (document ids escaped with ``escape_doc_id``)::
 

@@ -1,6 +1,6 @@
 """The embedded SQLite adapter of the store contract (``wadaemon.store.contract``).
 
-It mirrors the Firestore layout of SPEC §1 so that the two backends are interchangeable and a
+It mirrors the Firestore layout of docs/data-model.md so that the two backends are interchangeable and a
 reader of the file sees exactly the Firestore field names::
 
     threads(id, account_id, last_message_at_ms, doc)        threads/{threadId}
@@ -461,7 +461,7 @@ class SqliteStore:
     ) -> None:
         """One transaction: the re-keyed document appears and the local one disappears together.
         A retry after a success finds no local document and only moves the status forward.
-        ``error`` has no field in SPEC §1; the caller logs it."""
+        ``error`` has no field in docs/data-model.md; the caller logs it."""
         with self._transaction("finish_outbound", max_writes=None) as (conn, writer):
             now = store_now()
             local_key = (thread_id, local_id)

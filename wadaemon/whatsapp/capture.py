@@ -38,8 +38,15 @@ def encode_capture_line(raw: RawEvent) -> str:
 
 
 def decode_capture_line(line: str | bytes) -> RawEvent:
-    """The RawEvent of one capture line; ValueError saying what is wrong with a bad one."""
+    """The RawEvent of one capture line; ValueError saying what is wrong with a bad one. A
+    leading UTF-8 byte-order mark (editors on Windows add one to line 1) is not an error."""
     text = line.strip()
+    text = text.removeprefix(b"\xef\xbb\xbf") if isinstance(text, bytes) else text.removeprefix("\ufeff")
+    if isinstance(text, bytes):
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"capture line is not UTF-8 (byte {exc.start})") from None
     if not text:
         raise ValueError("empty capture line")
     try:

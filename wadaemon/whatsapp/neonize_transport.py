@@ -1,6 +1,6 @@
 """The production transport: one neonize 0.5.2 client per WhatsApp account.
 
-Every guard in this module exists for a trap listed in shared/NEONIZE.md:
+Every guard in this module exists for a trap listed in docs/whatsapp.md:
 
 * neonize is imported lazily (``_neonize``), never at module import: importing it calls
   ``logging.basicConfig(level=INFO)``, so the daemon configures logging first. The Go log level
@@ -89,7 +89,7 @@ FULL_SYNC_STORAGE_QUOTA_MB = 102_400
 
 def _neonize() -> Any:
     """``neonize.client``, imported on first use — after the daemon configured logging, since
-    importing neonize calls ``logging.basicConfig`` — with Go's log level set (NEONIZE.md: read
+    importing neonize calls ``logging.basicConfig`` — with Go's log level set (docs/whatsapp.md: read
     once at ``connect()`` from this logger; left unset, every Go DEBUG line crosses into Python).
     An explicitly configured level is respected."""
     go_log = logging.getLogger("neonize.utils.log")
@@ -152,7 +152,7 @@ def paired_accounts(sessions_dir: Path | str) -> list[str]:
 
 
 class _ClientMapLock:
-    """Guards neonize's Go ``clients`` map, which has no lock of its own (NEONIZE.md).
+    """Guards neonize's Go ``clients`` map, which has no lock of its own (docs/whatsapp.md).
 
     *Exclusive*: writing the map — a client registering itself at start, or ``Stop`` removing
     it — one at a time, process-wide. *Shared*: a call into a registered client, which reads the
@@ -464,7 +464,7 @@ class NeonizeTransport:
     def start(self, sink: RawEventSink) -> None:
         """Connect on a thread of its own; returns once Go has registered the client (or after
         ``start_settle_s``). An unpaired session is not connected — connecting would sit in a
-        QR pairing loop that ``stop`` cannot end (NEONIZE.md) — and is reported to the sink as
+        QR pairing loop that ``stop`` cannot end (docs/whatsapp.md) — and is reported to the sink as
         a ``LoggedOut`` (on connect) event, which is what whatsmeow says of a removed device."""
         if not paired_jid(self.session_path):
             log.error("[neonize] accountId=%s has no paired device in %s: run `wadaemon pair %s`",
@@ -548,7 +548,7 @@ class NeonizeTransport:
 
     def send_text(self, to_jid: str, text: str) -> SendResult:
         """Blocks until the server acknowledged (neonize: up to ~75 s). ``SendResponse.Timestamp``
-        is in seconds (NEONIZE.md); the result carries milliseconds."""
+        is in seconds (docs/whatsapp.md); the result carries milliseconds."""
         target = normalise_jid(to_jid.strip())
         if target.isdigit():
             target = f"{target}@s.whatsapp.net"
@@ -776,7 +776,7 @@ class NeonizeTransport:
 
 def _history_timestamp(method: Any, oldest_ts_ms: int) -> int:
     """The anchor timestamp in the unit ``request_history_sync`` takes: milliseconds when its
-    parameter says so (``…_ms``), else seconds (whatsmeow's unit for the request; NEONIZE.md)."""
+    parameter says so (``…_ms``), else seconds (whatsmeow's unit for the request; docs/whatsapp.md)."""
     try:
         params = [p for p in inspect.signature(method).parameters if p != "self"]
     except (TypeError, ValueError):

@@ -3,6 +3,12 @@
 Lines go through exactly the path live events take — journal, translation, actors — so a
 capture from production reproduces what the daemon did with it. A bad line is reported with its
 line number and skipped; the rest still lands.
+
+The file is read as bytes, line by line, so one line that is not UTF-8 is one bad line, not
+the end of the file. Each event is also translated here (translation is pure) to learn which
+*capture lines* the translator rejects — an unusable JID, an unparsable protobuf — so the
+summary names them by line number; the event still travels the live path, where the
+dispatcher logs the same rejection by journal seq and the rest of a partly bad chunk lands.
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ import logging
 import threading
 from pathlib import Path
 
-from wadaemon.domain import GroupInfo
+from wadaemon.domain import GroupInfo, RejectedEvent
 from wadaemon.whatsapp.capture import decode_capture_line
+from wadaemon.whatsapp.translate import translate
 from wadaemon.whatsapp.transport import (
     HistoryRequestUnavailable,
     RawEventSink,
@@ -31,6 +38,8 @@ class ReplayTransport:
         self.path = path
         self.delivered = 0
         self.bad_lines: list[tuple[int, str]] = []
+        #: (line, reason) of lines that decoded but whose event (or part of it) was rejected.
+        self.rejected_lines: list[tuple[int, str]] = []
         self.finished = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -46,7 +55,7 @@ class ReplayTransport:
             self.finished.set()
             return
         try:
-            with self.path.open("r", encoding="utf-8") as lines:
+            with self.path.open("rb") as lines:
                 for number, line in enumerate(lines, start=1):
                     if self._stop.is_set():
                         return
@@ -58,6 +67,11 @@ class ReplayTransport:
                         self.bad_lines.append((number, str(exc)))
                         log.error("[replay] %s:%d skipped: %s", self.path, number, exc)
                         continue
+                    for event in translate(self.account_id, raw):
+                        if isinstance(event, RejectedEvent):
+                            self.rejected_lines.append((number, event.reason))
+                            log.warning("[replay] %s:%d rejected %s: %s", self.path, number,
+                                        event.event_name, event.reason)
                     sink.deliver(raw)
                     self.delivered += 1
         except Exception as exc:  # the journal closing under us at shutdown, an unreadable file

@@ -10,7 +10,7 @@ Choices made here (and why):
 * JIDs leave normalised (``user@server``: device and agent suffixes stripped) but not canonical;
   the other form of a chat's JID travels in ``ChatAddress.alt_jid`` so the identity resolver can
   learn the LID <-> phone-number pair from the very event that carried it.
-* Status broadcasts, broadcast lists and newsletters are not threads (SPEC §4): their messages,
+* Status broadcasts, broadcast lists and newsletters are not threads (docs/data-model.md, identity): their messages,
   receipts and mutations are dropped silently (debug log), not rejected — they are valid input.
 * Known neonize events the daemon has no use for (presence, calls, ...) translate to ``[]``; an
   *unknown* event name is a ``RejectedEvent`` because it means the transport and the translator
@@ -96,7 +96,7 @@ IGNORED_EVENTS = frozenset({
     "UndecryptableMessage", "RotateADVSecret", "Device",
 })
 
-#: Servers whose chats are not threads (SPEC §4).
+#: Servers whose chats are not threads (docs/data-model.md, identity).
 NON_THREAD_SERVERS = frozenset({"broadcast", "newsletter"})
 
 #: FutureProofMessage wrappers, unwrapped in this order (neonize unwraps realtime ones already;

@@ -36,7 +36,7 @@ class SendResult(msgspec.Struct, frozen=True):
 
 class HistoryRequestUnavailable(Exception):
     """This transport cannot ask the phone for older history (neonize 0.5.2 as released: see
-    shared/NEONIZE.md). Reported in account status and /diag, never worked around."""
+    docs/whatsapp.md). Reported in account status and /diag, never worked around."""
 
 
 class TransportError(Exception):

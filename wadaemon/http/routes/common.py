@@ -28,13 +28,13 @@ from wadaemon.store.contract import PageKey, Store
 
 T = TypeVar("T")
 
-BEFORE = text_param("before", max_length=2048,
+BEFORE = text_param("before", max_length=256,
                     description="Opaque cursor: the nextBefore of the previous page")
 
 
 async def store_call(request: web.Request, fn: Callable[[Store], T]) -> T:
     try:
-        return await context_of(request).store.call(fn)
+        return await context_of(request).api_store.call(fn)
     except StoreCallFailed as exc:
         raise ApiError(503, "store_unavailable", "the store did not answer in time") from exc
 
