@@ -743,8 +743,15 @@ def test_sources_name_what_is_set_and_mark_legacy_names() -> None:
 
 def test_start_up_logs_the_effective_settings_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
     from wadaemon.cli import main
 
+    root = logging.getLogger()  # main() configures logging for the process: undone afterwards
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    for name in ("aiohttp.access", "urllib3", "google", "grpc"):
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
     monkeypatch.setenv("API_TOKEN", SECRET)
     monkeypatch.setenv("WADAEMON_DATA_DIR", str(tmp_path))
     assert main(["replay", "acct", str(tmp_path / "missing.jsonl")]) == 2
