@@ -21,6 +21,7 @@ test: $(STAMP)
 	scripts/ensure-prometheus
 	scripts/ensure-systemd-analyze
 	scripts/ensure-chromium
+	scripts/ensure-postgres
 	$(BIN)/ruff check wadaemon supervisors tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q

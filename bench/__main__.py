@@ -16,6 +16,8 @@ this run, never a number remembered from another. Sections (all by default):
 * http: the API's threads list and a 50-message page at 50 concurrent clients (aiohttp, another
   process, loopback) while the daemon ingests live traffic, 500 threads / 100k messages, on
   SQLite and on the emulator: requests per second and p99 (target <= 50 ms on SQLite).
+* leases: three instances sharing 200 accounts on the emulator: store writes per account-hour
+  for ownership leases and heartbeats (``bench/leases.py``), scaled to the default timing.
 * adopt: a generated legacy database (``tests.legacy.generator``) adopted, scanning alone (the
   dry run) against scanning + fixing: documents scanned per second, writes per fixed
   document, peak RSS.
@@ -103,7 +105,7 @@ def main() -> int:
     parser.add_argument("sections", nargs="*", metavar="section", help="ingest, realtime, scale (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller and shorter (about two minutes)")
     args = parser.parse_args()
-    known = ("ingest", "realtime", "scale", "http", "adopt", "schedulers")
+    known = ("ingest", "realtime", "scale", "http", "leases", "adopt", "schedulers")
     if unknown := set(args.sections) - set(known):
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(known)}")
     sections = args.sections or list(known)
@@ -130,6 +132,10 @@ def main() -> int:
         results["http_sqlite"] = run_child("bench.http_api", "--backend", "sqlite", *size)
         with fresh_emulator():
             results["http_firestore"] = run_child("bench.http_api", "--backend", "firestore", *size)
+    if "leases" in sections:
+        with fresh_emulator():
+            results["leases"] = run_child("bench.leases", "--accounts", "200", "--instances", "3",
+                                          "--seconds", "10" if q else "30")
     if "adopt" in sections:
         size = ["--accounts", "3", "--threads", "30", "--messages", "20"] if q else []
         with fresh_emulator() as emulator:
@@ -195,6 +201,18 @@ def render(r: dict[str, Any]) -> str:
             (f"realtime, one busy account at {b['rate']:.0f} msg/s: writes per message", f"{b['writes_per_message']:.2f}",
              f"<= 1.2 {_mark(b['writes_per_message'] <= 1.2)}; " + _writes_note(b)),
             ("  latency p99", f"{b['p99_ms']:.0f} ms", ""),
+        ]
+    if "leases" in r:
+        le = r["leases"]
+        w = le["writes_per_account_hour"]
+        rows += [
+            (f"lease upkeep, {le['accounts']} accounts over {le['instances']} instances (shares {le['shares']}):"
+             " lease writes per account-hour", f"{w['lease']:,.0f}",
+             f"retry period {le['default_retry_period_ms'] / 1000:.0f} s; one renewal commit per instance per period"),
+            ("  heartbeat writes per account-hour", f"{w['heartbeat']:,.1f}", ""),
+            ("  writes per account per second (all upkeep)", f"{le['writes_per_account_second']:.3f}",
+             f"< 1 {_mark(le['writes_per_account_second'] < 1)}"),
+            ("  commits per instance-hour", f"{le['commits_per_instance_hour']:,.0f}", ""),
         ]
     if "scale" in r:
         s = r["scale"]

@@ -15,7 +15,7 @@ import pytest
 from wadaemon.store.contract import Store
 from wadaemon.store.sqlite import SqliteStore
 
-pytest_plugins = ["tests.firestore_emulator"]
+pytest_plugins = ["tests.firestore_emulator", "tests.postgres_server"]
 
 
 @pytest.fixture

@@ -67,6 +67,10 @@ ALL_VARS = (
     "WADAEMON_DATA_DIR",
     "WADAEMON_ACCOUNTS",
     "WADAEMON_CAPTURE_DIR",
+    "WADAEMON_SESSION_DB",
+    "WADAEMON_ACCOUNT_LEASE_MS",
+    "WADAEMON_ACCOUNT_RENEW_DEADLINE_MS",
+    "WADAEMON_ACCOUNT_RETRY_PERIOD_MS",
     "WADAEMON_SIMSERVER",
     "WADAEMON_LOG_LEVEL",
 )
@@ -163,6 +167,10 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "data_dir": Path("./data"),
     "accounts": (),
     "capture_dir": None,
+    "account_lease_ms": 30_000,
+    "account_renew_deadline_ms": 20_000,
+    "account_retry_period_ms": 5_000,
+    "session_db": None,
     "simserver": None,
     "log_level": "INFO",
     "firebase_service_account_json": None,
@@ -725,6 +733,47 @@ def test_loader_reads_exactly_the_documented_variables() -> None:
     env = RecordingEnv()
     load_settings(env)
     assert env.asked == set(ALL_VARS)
+
+
+# --- account lease timing and the session database ---------------------------------------------
+
+
+def test_lease_alone_derives_deadline_and_retry_period() -> None:
+    settings = load_settings({"WADAEMON_ACCOUNT_LEASE_MS": "3000"})
+    assert (settings.account_lease_ms, settings.account_renew_deadline_ms,
+            settings.account_retry_period_ms) == (3000, 2000, 500)
+
+
+def test_lease_timing_set_explicitly() -> None:
+    settings = load_settings({"WADAEMON_ACCOUNT_LEASE_MS": "15000", "WADAEMON_ACCOUNT_RENEW_DEADLINE_MS": "10000",
+                              "WADAEMON_ACCOUNT_RETRY_PERIOD_MS": "2000"})
+    assert (settings.account_lease_ms, settings.account_renew_deadline_ms,
+            settings.account_retry_period_ms) == (15000, 10000, 2000)
+
+
+@pytest.mark.parametrize(("lease", "deadline", "retry"), [("3000", "3000", "500"), ("3000", "2000", "2000"),
+                                                          ("30000", "40000", ""), ("", "", "20000")])
+def test_lease_timing_out_of_order_is_rejected(lease: str, deadline: str, retry: str) -> None:
+    error = rejection({"WADAEMON_ACCOUNT_LEASE_MS": lease, "WADAEMON_ACCOUNT_RENEW_DEADLINE_MS": deadline,
+                       "WADAEMON_ACCOUNT_RETRY_PERIOD_MS": retry})
+    assert "expected lease > renew deadline > retry period" in str(error)
+    assert "WADAEMON_ACCOUNT_RENEW_DEADLINE_MS=" in str(error)
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "2", "1.5"])
+def test_lease_must_be_a_whole_number_of_at_least_3_ms(bad: str) -> None:
+    error = rejection({"WADAEMON_ACCOUNT_LEASE_MS": bad})
+    assert f"WADAEMON_ACCOUNT_LEASE_MS={bad!r} is not valid: expected a whole number of milliseconds >= 3" in str(error)
+
+
+def test_session_db_accepts_postgres_urls() -> None:
+    for url in ("postgres://u:p@db/wa", "postgresql://db/wa"):
+        assert load_settings({"WADAEMON_SESSION_DB": url}).session_db == url
+
+
+def test_session_db_rejects_other_schemes_without_showing_the_value() -> None:
+    error = rejection({"WADAEMON_SESSION_DB": f"mysql://u:{SECRET}@db/wa"})
+    assert str(error) == "WADAEMON_SESSION_DB is not valid: expected a postgres:// or postgresql:// URL"
 
 
 def test_sources_name_what_is_set_and_mark_legacy_names() -> None:

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from wadaemon.store.contract import Store
     from wadaemon.whatsapp.neonize_transport import NeonizeTransport
     from wadaemon.whatsapp.replay import ReplayTransport
+    from wadaemon.whatsapp.sessions import Session
 
 log = logging.getLogger("wadaemon.cli")
 
@@ -177,45 +178,57 @@ def _adopt(settings: Settings, accounts: list[str], *, apply: bool, rate: float,
 
 def _run(settings: Settings) -> int:
     transport: TransportFactory
+    accounts: Callable[[], list[str]]
     if settings.simserver is not None:
         from wadaemon.whatsapp.simclient import SimServerTransport, service_accounts
         from wadaemon.whatsapp.transport import TransportError
 
         address = settings.simserver
         try:
-            accounts = list(settings.accounts) or service_accounts(address, settings.instance_id)
+            served = list(settings.accounts) or service_accounts(address, settings.instance_id)
         except (OSError, TransportError) as exc:
             print(f"wadaemon: cannot list the accounts of the simulated service at {address[0]}:{address[1]}"
                   f" (set WADAEMON_ACCOUNTS, or start it first): {exc}", file=sys.stderr)
             return 2
 
+        def accounts() -> list[str]:
+            return served
+
         def transport(account_id: str) -> SimServerTransport:
             return SimServerTransport(account_id, address, settings.instance_id)
     else:
-        from wadaemon.whatsapp.neonize_transport import paired_accounts
+        from wadaemon.whatsapp.sessions import open_sessions
 
-        accounts = list(settings.accounts) or paired_accounts(settings.data_dir / "sessions")
+        sessions = open_sessions(settings)
+
+        def accounts() -> list[str]:
+            """Re-read every retry period: a session paired meanwhile is picked up."""
+            return list(settings.accounts) or sessions.paired_accounts()
 
         def transport(account_id: str) -> NeonizeTransport:
-            return neonize_transport(settings, account_id)
+            return neonize_transport(settings, account_id, sessions.session(account_id))
 
-    if not accounts:
+    if not accounts():
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
     run_daemon(settings, accounts, transport)
     return 0
 
 
-def neonize_transport(settings: Settings, account_id: str) -> NeonizeTransport:
-    """The real WhatsApp transport of an account, as configured (the one place that says how)."""
+def neonize_transport(settings: Settings, account_id: str, session: Session | None = None) -> NeonizeTransport:
+    """The real WhatsApp transport of an account, as configured (the one place that says how);
+    ``session`` defaults to the account's in the configured session store."""
     from wadaemon.whatsapp.neonize_transport import NeonizeTransport
+    from wadaemon.whatsapp.sessions import open_sessions
 
+    if session is None:
+        session = open_sessions(settings).session(account_id)
     return NeonizeTransport(
-        account_id, settings.data_dir / "sessions" / f"{account_id}.db",
+        account_id, session,
         full_history=settings.sync_full_history, full_sync_days=settings.history_sync_days,
         full_sync_size_mb=settings.history_sync_size_mb, full_sync_quota_mb=settings.history_sync_quota_mb)
 
 
-def run_daemon(settings: Settings, accounts: Sequence[str], transport: TransportFactory) -> None:
+def run_daemon(settings: Settings, accounts: Callable[[], list[str]], transport: TransportFactory) -> None:
     """``wadaemon run`` once its accounts and transports are chosen: the daemon until a signal,
     then the store closed (bounded, so a frozen store cannot hold the exit)."""
     from wadaemon.daemon import Daemon
@@ -225,7 +238,8 @@ def run_daemon(settings: Settings, accounts: Sequence[str], transport: Transport
     if store.backend == "firestore":
         from wadaemon.adopt.runner import warn_if_unadopted
 
-        warn_if_unadopted(store, accounts)
+        warn_if_unadopted(store, accounts())
+
     daemon = Daemon(settings, store, accounts, transport)
     try:
         trio.run(daemon.run)
@@ -234,7 +248,6 @@ def run_daemon(settings: Settings, accounts: Sequence[str], transport: Transport
 
 
 def _pair(settings: Settings, account_id: str, phone: str | None) -> int:
-    (settings.data_dir / "sessions").mkdir(parents=True, exist_ok=True)
     transport = neonize_transport(settings, account_id)
 
     def show_code(code: str) -> None:
@@ -264,14 +277,17 @@ class ReplayReport(msgspec.Struct, rename="camel"):
 
 
 async def drain(settings: Settings, store: Store, account_id: str,
-                transport: ReplayTransport) -> tuple[AccountStatus, bool]:
+                transport: ReplayTransport) -> tuple[AccountStatus | None, bool]:
     """Run one account's pipeline (no HTTP) until ``transport`` has played everything and the
-    journal is drained, then stop: the account's final status, and whether a signal (SIGINT,
-    SIGTERM) ended it first — then what was not drained stays journaled for the next run."""
+    journal is drained, then stop: the account's final status (None when another instance holds
+    the account's ownership lease: then nothing ran), and whether a signal (SIGINT, SIGTERM)
+    ended it first — then what was not drained stays journaled for the next run."""
     from wadaemon.daemon import Daemon
 
     daemon = Daemon(settings, store, [account_id], lambda _: transport, serve=False)
+    status = daemon.board.account(account_id)  # kept: the board forgets an account once stopped
     interrupted = True
+    owned = False
     async with trio.open_nursery() as nursery:
 
         async def daemon_then_stop(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -279,15 +295,24 @@ async def drain(settings: Settings, store: Store, account_id: str,
             nursery.cancel_scope.cancel()  # stopped by a signal: stop waiting for the drain
 
         await nursery.start(daemon_then_stop)
-        await trio.to_thread.run_sync(transport.finished.wait, abandon_on_cancel=True)
-        await daemon.accounts[account_id].wait_drained()
+        runtime = daemon.accounts.get(account_id)
+        owned = runtime is not None
+        if runtime is not None:
+            await trio.to_thread.run_sync(transport.finished.wait, abandon_on_cancel=True)
+            await runtime.wait_drained()
         interrupted = False
         daemon.stop()
-    return daemon.board.account(account_id), interrupted
+    return (status if owned else None), interrupted
 
 
 INTERRUPTED = ("wadaemon: interrupted before the journal was drained; what is left stays in the"
                " journal and is ingested by the next run")
+
+
+def _not_owned(account_id: str) -> int:
+    print(f"wadaemon: account {account_id} is run by another instance (its ownership lease is held): "
+          "stop that instance first", file=sys.stderr)
+    return 2
 
 
 class DeadLetterLine(msgspec.Struct, rename="camel"):
@@ -328,6 +353,8 @@ def _dead_letters(settings: Settings, action: str, account_id: str) -> int:
         status, interrupted = trio.run(drain, settings, store, account_id, ReplayTransport(account_id, None))
     finally:
         close_store(store)
+    if status is None:
+        return _not_owned(account_id)
     if interrupted:
         print(INTERRUPTED, file=sys.stderr)
         return 130
@@ -349,6 +376,8 @@ def _replay(settings: Settings, account_id: str, path: Path) -> int:
         status, interrupted = trio.run(drain, settings, store, account_id, transport)
     finally:
         close_store(store)
+    if status is None:
+        return _not_owned(account_id)
     report = ReplayReport(
         account=account_id, file=str(path), delivered=transport.delivered,
         skipped_lines=len(transport.bad_lines), messages_written=status.realtime_written,

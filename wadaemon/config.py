@@ -45,7 +45,8 @@ _MS_PER_UNIT: Final[Mapping[str, int]] = {
     "days": 86_400_000,
 }
 _INT64_MAX: Final = 2**63 - 1  # what the store can hold (Firestore integers are int64)
-_SECRET_FIELDS: Final = frozenset({"admin_token", "api_token", "firebase_service_account_json"})
+_SECRET_FIELDS: Final = frozenset({"admin_token", "api_token", "firebase_service_account_json", "session_db"})
+_SESSION_DB_SCHEMES: Final = ("postgres://", "postgresql://")
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off"})
 _BOOL_ALLOWED: Final = "one of true/false, 1/0, yes/no, on/off (any case)"
@@ -132,6 +133,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     capture_dir: Path | None = None
     simserver: tuple[str, int] | None = None  # WADAEMON_SIMSERVER: (host, port) of the simulated service
     log_level: LogLevel = "INFO"
+
+    # Several instances (wadaemon.cluster): account ownership leases, Kubernetes-style timing.
+    # lease > renew deadline > retry period; the defaults keep their ratios when only the
+    # lease is set (deadline 2/3 of it, retry period 1/6).
+    account_lease_ms: int = 30_000
+    account_renew_deadline_ms: int = 20_000
+    account_retry_period_ms: int = 5_000
+    #: WhatsApp sessions in PostgreSQL (``postgres://…``) instead of files in the data dir.
+    session_db: str | None = None
 
     # Store selection: any of the first three selects Firestore.
     firebase_service_account_json: str | None = None
@@ -419,6 +429,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if project is None and emulator and not (service_account_json or credentials):
         project = EMULATOR_DEFAULT_PROJECT
     capture_dir = env.raw("WADAEMON_CAPTURE_DIR")
+    lease_ms, renew_deadline_ms, retry_period_ms = _lease_timing(env, defaults)
+    session_db = env.raw("WADAEMON_SESSION_DB")
+    if session_db is not None and not session_db.startswith(_SESSION_DB_SCHEMES):
+        # The value may hold a password: name the variable, never show it.
+        env.problems.append("WADAEMON_SESSION_DB is not valid: expected a postgres:// or postgresql:// URL")
+        session_db = None
     simserver = env.raw("WADAEMON_SIMSERVER")
     simserver_address: tuple[str, int] | None = None
     if simserver is not None:
@@ -523,6 +539,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         data_dir=Path(env.raw("WADAEMON_DATA_DIR") or defaults.data_dir),
         accounts=env.accounts("WADAEMON_ACCOUNTS"),
         capture_dir=Path(capture_dir) if capture_dir is not None else None,
+        account_lease_ms=lease_ms,
+        account_renew_deadline_ms=renew_deadline_ms,
+        account_retry_period_ms=retry_period_ms,
+        session_db=session_db,
         simserver=simserver_address,
         log_level=env.log_level("WADAEMON_LOG_LEVEL", defaults.log_level),
         firebase_service_account_json=service_account_json,
@@ -533,3 +553,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if env.problems:
         raise ConfigError(env.problems)
     return settings
+
+
+_LEASE_VARS: Final = ("WADAEMON_ACCOUNT_LEASE_MS", "WADAEMON_ACCOUNT_RENEW_DEADLINE_MS",
+                      "WADAEMON_ACCOUNT_RETRY_PERIOD_MS")
+
+
+def _lease_timing(env: _Env, defaults: Settings) -> tuple[int, int, int]:
+    """Lease duration, renew deadline and retry period (ms). Unset ones are derived from the
+    lease (2/3 and 1/6 of it), so setting the lease alone keeps a sound ratio; the three must
+    satisfy lease > renew deadline > retry period (``wadaemon.cluster.timing`` says why)."""
+    lease_var, deadline_var, retry_var = _LEASE_VARS
+    lease = env.millis([(lease_var, "milliseconds")], minimum=3)
+    lease_ms = defaults.account_lease_ms if lease is None else lease
+    deadline = env.millis([(deadline_var, "milliseconds")], minimum=1)
+    retry = env.millis([(retry_var, "milliseconds")], minimum=1)
+    deadline_ms = deadline if deadline is not None else lease_ms * 2 // 3
+    retry_ms = retry if retry is not None else max(1, lease_ms // 6)
+    if not lease_ms > deadline_ms > retry_ms:
+        env.problems.append(
+            f"{lease_var}={lease_ms}, {deadline_var}={deadline_ms}, {retry_var}={retry_ms} are not valid "
+            "together: expected lease > renew deadline > retry period"
+        )
+    return lease_ms, deadline_ms, retry_ms

@@ -5,29 +5,37 @@
     wadaemon                 one_for_one
     ├── control              the actions HTTP may ask for: sends, backfill triggers
     ├── http                 aiohttp on its own thread (/health, /ready, /diag, API)
-    ├── accounts             one_for_one, one subtree per account (wadaemon.actors.account)
+    ├── accounts             one_for_one, one subtree per account this instance owns
+    │                        (wadaemon.actors.account), started and stopped by ownership
+    ├── ownership            account leases, heartbeat, fair share (wadaemon.cluster.ownership)
     ├── auto-backfill        older history, thread repair (wadaemon.schedulers.auto_backfill)
     ├── recent-sync          the gap filler (wadaemon.schedulers.recent_sync)
     └── systemd              READY / WATCHDOG / STATUS / STOPPING (only under NOTIFY_SOCKET)
 
+The set of accounts is dynamic: an account's subtree runs only while this instance holds the
+account's ownership lease, inside that lease's fence (``wadaemon.cluster.fence``), so losing
+the lease stops the socket and refuses the writes. ``accounts`` given to the daemon is the
+set it may run (every paired session, or ``WADAEMON_ACCOUNTS``), re-read every retry period.
 The schedulers see the accounts through ``RunningAccounts`` (``running_accounts``,
-``changed``), which this class implements; when the account set becomes dynamic (ownership
-leases) only these two methods change. Disabled schedulers (docs/configuration.md flags) are not started.
+``changed``): the accounts running here under a valid lease, woken as they arrive and leave.
+Disabled schedulers (docs/configuration.md flags) are not started.
 
 Shutdown (SIGTERM/SIGINT or ``stop``) is ordered and bounded, so the process is gone within
 30 s whatever the store does (systemd's stop timeout would SIGKILL it otherwise):
 
 1. /ready turns 503 — the HTTP listener stays up through the drain, so a load balancer sees
    "draining", not "connection refused";
-2. the schedulers, then the ``accounts`` subtree are stopped: each writer flushes what it holds (each within its own
-   bound), each transport stops (bounded too); if that takes longer than ``ACCOUNTS_STOP_S``
-   (a frozen store), the store calls still in flight are abandoned (``StoreRunner.abandon``)
-   and the accounts get ``ABANDON_GRACE_S`` more to unwind;
+2. the schedulers, then ownership are stopped: ownership stops every account subtree (each
+   writer flushes what it holds under its still-valid lease, each transport stops), then
+   releases every lease and deletes the heartbeat, so the others take over at once; if that
+   takes longer than ``ACCOUNTS_STOP_S`` (a frozen store), the store calls still in flight are
+   abandoned (``StoreRunner.abandon``) and the accounts get ``ABANDON_GRACE_S`` more to unwind;
 3. the rest of the tree (HTTP) is cancelled: the listener closes last;
 4. the journals close, and the log says how many entries each still holds.
 
-Whatever was not flushed is still in the journal and is replayed at the next start. A second
-signal skips the wait: store calls are abandoned and everything is cancelled at once.
+Whatever was not flushed is still in the journal and is replayed when this instance runs the
+account again. A second signal skips the wait: store calls are abandoned and everything is
+cancelled at once.
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ import trio
 
 from supervisors import ChildSpec, Supervisor
 from wadaemon.actors.account import AccountRuntime
+from wadaemon.cluster.fence import Fence
+from wadaemon.cluster.ownership import Ownership
+from wadaemon.cluster.timing import LeaseTiming
 from wadaemon.config import Settings
 from wadaemon.control import DaemonActions, OutboundLedger, backfill_trigger
 from wadaemon.metrics import Metrics
@@ -65,7 +76,7 @@ TransportFactory = Callable[[str], Transport]
 ACCOUNTS_STOP_S = 12.0
 #: The children stopped, in this order, while /ready says 503; the rest (HTTP, control, systemd)
 #: are cancelled after them.
-DRAINED_FIRST = ("recent-sync", "auto-backfill", "accounts")
+DRAINED_FIRST = ("recent-sync", "auto-backfill", "ownership", "accounts")
 ABANDON_GRACE_S = 3.0
 
 
@@ -74,7 +85,7 @@ class Daemon:
         self,
         settings: Settings,
         store: Store,
-        accounts: Sequence[str],
+        accounts: Sequence[str] | Callable[[], Sequence[str]],
         transport_factory: TransportFactory,
         *,
         serve: bool = True,
@@ -88,21 +99,25 @@ class Daemon:
         self.runner = StoreRunner(store, on_write=self.metrics.observe_write)
         self.clock: WallClock = clock or (lambda: int(time.time() * 1000))
         self._changed = trio.Event()
-        self.accounts: dict[str, AccountRuntime] = {
-            account_id: AccountRuntime(
-                account_id,
-                settings=settings,
-                runner=self.runner,
-                board=self.board,
-                transport=transport_factory(account_id),
-                journal_dir=settings.data_dir / "journal",
-                on_change=self._accounts_changed,
-                clock=self.clock,
-            )
-            for account_id in accounts
-        }
+        self.accounts: dict[str, AccountRuntime] = {}
+        self._left: dict[str, int] = {}  # journal entries left by accounts stopped here
+        self._transport_factory = transport_factory
+        universe: Callable[[], Sequence[str]]
+        if callable(accounts):
+            universe = accounts
+        else:
+            fixed = list(accounts)
+            universe = lambda: fixed  # noqa: E731
+        self.known_accounts = universe  # the accounts this daemon may run (it runs those it owns)
+        self.account_tree = Supervisor("accounts", [], strategy="one_for_one")
+        self.ownership = Ownership(
+            store=store, host=self, board=self.board, instance_id=settings.instance_id,
+            timing=LeaseTiming.of(settings), accounts=universe,
+            pinned=settings.accounts,
+        )
         self.auto_backfill = AutoBackfill(settings, self.runner, self, clock=self.clock)
         self.recent_sync = RecentSync(settings, self.runner, self, clock=self.clock)
+        # The same (dynamic) mapping: an account is sendable exactly while it runs here.
         self.control = DaemonActions(
             self.accounts, OutboundLedger(settings.data_dir / "outbound.sqlite"),
             backfill=backfill_trigger(self.auto_backfill, lambda a: self.board.account(a).state))
@@ -128,9 +143,8 @@ class Daemon:
                 await serve_http(server, task_status=task_status)
 
             children.append(ChildSpec("http", http))
-        accounts = Supervisor("accounts", [ChildSpec(f"account:{a}", rt.supervisor.run)
-                                           for a, rt in self.accounts.items()], strategy="one_for_one")
-        children.append(ChildSpec("accounts", accounts.run))
+        children.append(ChildSpec("accounts", self.account_tree.run))
+        children.append(ChildSpec("ownership", self.ownership.run))
         children.append(ChildSpec("auto-backfill", self.auto_backfill.run))  # manual runs even when off
         if self.settings.recent_sync_enabled:
             children.append(ChildSpec("recent-sync", self.recent_sync.run))
@@ -145,7 +159,10 @@ class Daemon:
 
     # -- wadaemon.schedulers.view.RunningAccounts: what the schedulers see -------------------------
     def running_accounts(self) -> list[AccountRuntime]:
-        return list(self.accounts.values())
+        """The accounts this instance runs now, under a valid lease: the only ones schedulers
+        (backfill, recent-sync, repair) may work on."""
+        owned = self.ownership.running()
+        return [runtime for account_id, runtime in self.accounts.items() if account_id in owned]
 
     def changed(self) -> trio.Event:
         return self._changed
@@ -154,10 +171,47 @@ class Daemon:
         self._changed.set()
         self._changed = trio.Event()
 
+    # -- AccountHost (driven by ownership) --------------------------------------------------------
+    async def start_account(self, account_id: str, fence: Fence) -> None:
+        runtime = AccountRuntime(
+            account_id,
+            settings=self.settings,
+            runner=self.runner,
+            board=self.board,
+            transport=self._transport_factory(account_id),
+            journal_dir=self.settings.data_dir / "journal",
+            on_change=self._accounts_changed,
+            clock=self.clock,
+        )
+        self.runner.fence(account_id, fence)
+        self.accounts[account_id] = runtime
+
+        async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with fence.scope:
+                    await runtime.supervisor.run(task_status=task_status)
+            finally:
+                runtime.close()
+
+        try:
+            await self.account_tree.start_child(ChildSpec(f"account:{account_id}", run, restart="temporary"))
+        finally:
+            self._accounts_changed()
+
+    async def stop_account(self, account_id: str) -> None:
+        with contextlib.suppress(KeyError):
+            await self.account_tree.stop_child(f"account:{account_id}")
+        runtime = self.accounts.pop(account_id, None)
+        if runtime is not None:
+            self._left[account_id] = runtime.journal.backlog()  # for the log line at exit
+            runtime.close()
+        self.board.forget(account_id)
+        self._accounts_changed()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled, ``stop()``, SIGTERM or SIGINT (see the module docstring)."""
-        log.info("wadaemon starting instance=%s store=%s accounts=%s",
-                 self.settings.instance_id, self.store.backend, ",".join(self.accounts) or "-")
+        log.info("wadaemon starting instance=%s store=%s pinned=%s",
+                 self.settings.instance_id, self.store.backend, ",".join(self.settings.accounts) or "-")
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_signals, nursery.cancel_scope)
@@ -165,12 +219,13 @@ class Daemon:
                 await nursery.start(self.root.run)
                 if not self._stop_requested.is_set():
                     self.board.set_mode("active" if self.accounts else "passive")
-                log.info("wadaemon ready mode=%s", self.board.mode)
+                log.info("wadaemon ready mode=%s accounts=%s", self.board.mode, ",".join(self.accounts) or "-")
                 self._ready.set()
                 task_status.started()
         finally:
             self.board.set_mode("stopping")
-            left = {account_id: runtime.journal.backlog() for account_id, runtime in self.accounts.items()}
+            left = {**self._left, **{account_id: runtime.journal.backlog()
+                                     for account_id, runtime in self.accounts.items()}}
             for runtime in self.accounts.values():
                 runtime.close()
             self.control.ledger.close()

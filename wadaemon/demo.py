@@ -57,7 +57,7 @@ async def _report(daemon: Daemon) -> None:
     """Every few seconds, one line per account: threads, messages written, newest thread."""
     while True:
         await trio.sleep(REPORT_EVERY_S)
-        for account_id in daemon.accounts:
+        for account_id in daemon.known_accounts():
             try:
                 threads = await daemon.runner.read(daemon.store.list_threads, account_id, limit=500)
             except StoreUnavailable as exc:  # an outage is something to show, not a crash

@@ -372,15 +372,33 @@ class MessageMutation(msgspec.Struct, frozen=True, kw_only=True):
     emoji: str = ""
 
 
-class Lease(msgspec.Struct, frozen=True):
+class Lease(msgspec.Struct, frozen=True, kw_only=True):
     """A lock document (``whatsapp_backfill_locks``, ``whatsapp_account_leases``) or the
-    recent-sync lease fields on ``accounts/*``, seen from the holder's side."""
+    recent-sync lease fields on ``accounts/*``, seen from the holder's side. ``epoch`` is the
+    fencing counter of account leases (``wadaemon.store.leases``); 0 for the other kinds."""
 
     kind: str
     key: str
     owner_id: str
     expires_at_ms: int
     acquired_at_ms: int
+    epoch: int = 0
+
+
+class InstanceDoc(Doc, kw_only=True):
+    """``whatsapp_instances/{instanceId}``: one running instance's heartbeat. Every instance
+    reads all of them to know who is alive (fair share, ``wadaemon.cluster.share``)."""
+
+    instance_id: str
+    heartbeat_at_ms: int
+    started_at_ms: int
+    version: str
+    #: Accounts this instance holds right now (their leases are the truth; this is a view).
+    accounts: list[str] = msgspec.field(default_factory=list)
+    #: ``WADAEMON_ACCOUNTS`` of that instance: it takes only these (empty: any account).
+    pinned_accounts: list[str] = msgspec.field(default_factory=list)
+    #: False once the instance began stopping: it takes no new accounts.
+    accepting: bool = True
 
 
 def thread_id_for(account_id: str, client_jid: str) -> str:

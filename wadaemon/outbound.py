@@ -93,6 +93,7 @@ async def deliver(ctx: AccountContext, transport: Transport, queued: QueuedSend)
     the document then stays ``queued`` — "not known", which is true — never ``failed``.
     """
     store = ctx.runner.store
+    ctx.runner.check_fence(ctx.account_id)  # never send for an account whose lease may be gone
     try:
         sent = await trio.to_thread.run_sync(transport.send_text, queued.client_jid, queued.text,
                                              abandon_on_cancel=True)

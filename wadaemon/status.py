@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from wadaemon.domain import SyncGap
+from wadaemon.domain import InstanceDoc, Lease, SyncGap
 
 Mode = Literal["starting", "active", "passive", "stopping"]
 
@@ -103,6 +103,14 @@ def health_problems(accounts: list[AccountStatus], now_ms: int) -> list[str]:
     return problems
 
 
+class ClusterView(msgspec.Struct, frozen=True):
+    """What the ownership actor last read: every instance heartbeat and account lease."""
+
+    instances: list[InstanceDoc]
+    leases: list[Lease]
+    at_ms: int
+
+
 #: A store call unanswered this long shows as unreachable in ``lastError``.
 STORE_SLOW_MS = 3000
 
@@ -124,6 +132,7 @@ class DiagSnapshot(msgspec.Struct):
     started_at_ms: int
     accounts: list[AccountStatus]
     supervision: Any = None
+    cluster: ClusterView | None = None
 
 
 class DaemonStatus:
@@ -136,6 +145,7 @@ class DaemonStatus:
         self._mode: Mode = "starting"
         self._accounts: dict[str, AccountStatus] = {}
         self._supervision: Callable[[], Any] | None = None
+        self._cluster: ClusterView | None = None
 
     def set_mode(self, mode: Mode) -> None:
         with self._lock:
@@ -159,6 +169,10 @@ class DaemonStatus:
         with self._lock:
             self._accounts.pop(account_id, None)
 
+    def set_cluster(self, view: ClusterView) -> None:
+        with self._lock:
+            self._cluster = view
+
     def set_supervision(self, provider: Callable[[], Any]) -> None:
         """``provider`` returns the supervision tree's health snapshot (a msgspec Struct tree).
         It is called from the HTTP thread: it must only read."""
@@ -172,6 +186,7 @@ class DaemonStatus:
             accounts = [with_store_wait(msgspec.structs.replace(a, history=msgspec.structs.replace(a.history)), now_ms)
                         for a in self._accounts.values()]
             provider = self._supervision
+            cluster = self._cluster
         supervision = provider() if provider is not None else None
         return DiagSnapshot(
             ready=mode in ("active", "passive"),
@@ -180,4 +195,5 @@ class DaemonStatus:
             started_at_ms=self.started_at_ms,
             accounts=sorted(accounts, key=lambda a: a.account_id),
             supervision=supervision,
+            cluster=cluster,
         )

@@ -11,13 +11,13 @@ import pytest
 from supervisors.health import NodeHealth
 from tests.http.conftest import NOW_S, Serve
 from tests.http.fakes import FakeStore, fetch
-from wadaemon.domain import AccountDoc
+from wadaemon.domain import AccountDoc, InstanceDoc, Lease
 from wadaemon.http.diag import DiagAccount, DiagHistory
-from wadaemon.status import AccountStatus, DaemonStatus, HistoryProgress
+from wadaemon.status import AccountStatus, ClusterView, DaemonStatus, HistoryProgress
 from wadaemon.store.contract import StoreUnavailable
 
 TOP_LEVEL = {"ready", "mode", "instanceId", "storeBackend", "storeConnected", "firestoreConnected",
-             "latestRealtime", "timestamp", "accounts", "supervision"}
+             "latestRealtime", "timestamp", "accounts", "supervision", "cluster"}
 
 
 def at(hour: int) -> datetime:
@@ -56,6 +56,7 @@ def test_diag_shape_and_account_progress(serve: Serve, board: DaemonStatus) -> N
     assert body["firestoreConnected"] is False  # the store answered, but it is not Firestore
     assert body["timestamp"] == "2024-01-02T03:04:05Z"
     assert body["supervision"] is None
+    assert body["cluster"] is None  # ownership has not looked yet
     [acc] = body["accounts"]
     assert acc["accountId"] == "acc1"
     assert acc["state"] == "open"
@@ -218,6 +219,27 @@ def test_diag_body_is_valid_for_msgspec_decoding(serve: Serve) -> None:
     decoded = msgspec.json.decode(raw, type=dict[str, object])
 
     assert msgspec.convert(decoded["timestamp"], datetime) == datetime.fromtimestamp(NOW_S, UTC)
+
+
+def test_diag_shows_owner_epoch_and_expiry_per_account_and_every_heartbeat(serve: Serve,
+                                                                           board: DaemonStatus) -> None:
+    board.set_mode("passive")
+    board.set_cluster(ClusterView(
+        instances=[InstanceDoc(instance_id="inst-2", heartbeat_at_ms=1_700_000_000_000,
+                               started_at_ms=1_699_999_000_000, version="0.1.0", accounts=["acc1"])],
+        leases=[Lease(kind="account", key="acc1", owner_id="inst-2", expires_at_ms=1_700_000_030_000,
+                      acquired_at_ms=1_699_999_000_000, epoch=4)],
+        at_ms=1_700_000_001_000))
+    body = fetch(serve().port, "/diag").json
+    assert body["mode"] == "passive"
+    assert body["cluster"] == {
+        "asOf": "2023-11-14T22:13:21Z",
+        "instances": [{"instanceId": "inst-2", "heartbeatAt": "2023-11-14T22:13:20Z",
+                       "startedAt": "2023-11-14T21:56:40Z", "accounts": ["acc1"], "pinnedAccounts": [],
+                       "accepting": True, "version": "0.1.0"}],
+        "leases": [{"accountId": "acc1", "ownerId": "inst-2", "epoch": 4, "expiresAt": "2023-11-14T22:13:50Z",
+                    "acquiredAt": "2023-11-14T21:56:40Z"}],
+    }
 
 
 @pytest.mark.parametrize(("backend", "answers", "store_connected", "firestore_connected"), [

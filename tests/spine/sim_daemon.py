@@ -20,7 +20,7 @@ def main(history: int) -> None:
     setup_logging(settings.instance_id, settings.log_level)
     phones = {account: SimPhone(account, seed=n, chats=20, history_messages=history, chunk_size=100)
               for n, account in enumerate(settings.accounts)}
-    run_daemon(settings, list(phones), phones.__getitem__)
+    run_daemon(settings, lambda: list(phones), phones.__getitem__)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from wadaemon.domain import (
     BackfillResult,
     BackfillThreadResult,
     HistorySyncResult,
+    InstanceDoc,
     Lease,
     MessageDoc,
     SyncGap,
@@ -735,7 +736,8 @@ TTL = 60_000
 @pytest.mark.parametrize("kind", KINDS)
 def test_lease_acquire_and_read(store: Store, kind: LeaseKind) -> None:
     lease = store.acquire_lease(kind, ACCOUNT, "inst-a", ttl_ms=TTL, now_ms=T0)
-    assert lease == Lease(kind=kind, key=ACCOUNT, owner_id="inst-a", expires_at_ms=T0 + TTL, acquired_at_ms=T0)
+    assert lease == Lease(kind=kind, key=ACCOUNT, owner_id="inst-a", expires_at_ms=T0 + TTL, acquired_at_ms=T0,
+                          epoch=1 if kind == "account" else 0)
     assert store.read_lease(kind, ACCOUNT) == lease
 
 
@@ -843,3 +845,64 @@ def test_lease_times_survive_at_millisecond_precision(store: Store) -> None:
         assert lease is not None
         assert store.read_lease(kind, ACCOUNT) == lease
         assert lease.expires_at_ms - lease.acquired_at_ms == timedelta(milliseconds=4_567) // timedelta(milliseconds=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# account leases: fencing epochs, batched renewal; instance heartbeats
+# ---------------------------------------------------------------------------------------------
+
+
+def test_account_lease_epoch_grows_with_every_new_holder_and_survives_release(store: Store) -> None:
+    first = store.acquire_lease("account", ACCOUNT, "inst-a", ttl_ms=TTL, now_ms=T0)
+    assert first is not None and first.epoch == 1
+    extended = store.acquire_lease("account", ACCOUNT, "inst-a", ttl_ms=TTL, now_ms=T0 + 5)
+    assert extended is not None and extended.epoch == 1  # the same holder: no new epoch
+    taken = store.acquire_lease("account", ACCOUNT, "inst-b", ttl_ms=TTL, now_ms=T0 + TTL + 5)
+    assert taken is not None and taken.epoch == 2
+    assert store.release_lease(taken) is True
+    assert store.read_lease("account", ACCOUNT) is None
+    assert store.list_account_leases() == []
+    # The released document kept the counter: the next holder gets 3, never 1 again.
+    again = store.acquire_lease("account", ACCOUNT, "inst-a", ttl_ms=TTL, now_ms=T0 + TTL + 6)
+    assert again is not None and again.epoch == 3
+
+
+def test_account_lease_of_another_epoch_is_not_ours(store: Store) -> None:
+    """A process frozen past its lease, resumed under the same instance id after a successor
+    with that id (a restart) took the account, must not renew or release the successor's lease."""
+    old = store.acquire_lease("account", ACCOUNT, "inst-a", ttl_ms=TTL, now_ms=T0)
+    assert old is not None
+    store.acquire_lease("account", ACCOUNT, "inst-b", ttl_ms=TTL, now_ms=T0 + TTL)
+    successor = store.acquire_lease("account", ACCOUNT, "inst-a", ttl_ms=TTL, now_ms=T0 + 3 * TTL)
+    assert successor is not None and successor.epoch == 3
+    assert store.renew_lease(old, ttl_ms=TTL, now_ms=T0 + 3 * TTL + 1) is None
+    assert store.release_lease(old) is False
+    assert store.read_lease("account", ACCOUNT) == successor
+
+
+def test_renew_leases_judges_each_lease_alone(store: Store) -> None:
+    mine = [store.acquire_lease("account", f"acct-{i}", "inst-a", ttl_ms=TTL, now_ms=T0) for i in range(4)]
+    assert all(lease is not None for lease in mine)
+    held = [lease for lease in mine if lease is not None]
+    # acct-1 expired and was taken by another instance; acct-3 was released meanwhile.
+    stolen = store.acquire_lease("account", "acct-1", "inst-b", ttl_ms=TTL, now_ms=T0 + TTL)
+    store.release_lease(held[3])
+    renewed = store.renew_leases(held, ttl_ms=TTL, now_ms=T0 + TTL + 10)
+    assert [lease.expires_at_ms if lease else None for lease in renewed] == [T0 + 2 * TTL + 10, None,
+                                                                             T0 + 2 * TTL + 10, None]
+    assert store.read_lease("account", "acct-1") == stolen
+    assert [lease.key for lease in store.list_account_leases()] == ["acct-0", "acct-1", "acct-2"]
+    assert store.renew_leases([], ttl_ms=TTL, now_ms=T0) == []
+
+
+def test_instances_heartbeat_documents(store: Store) -> None:
+    a = InstanceDoc(instance_id="inst-a", heartbeat_at_ms=T0, started_at_ms=T0 - 5, version="1",
+                    accounts=["x", "y"], pinned_accounts=[])
+    b = InstanceDoc(instance_id="inst-b", heartbeat_at_ms=T0 + 1, started_at_ms=T0, version="1")
+    store.put_instance(a)
+    store.put_instance(b)
+    store.put_instance(replace(a, heartbeat_at_ms=T0 + 2, accounts=["x"]))
+    assert store.list_instances() == [replace(a, heartbeat_at_ms=T0 + 2, accounts=["x"]), b]
+    store.delete_instance("inst-a")
+    store.delete_instance("inst-unknown")
+    assert store.list_instances() == [b]

@@ -163,7 +163,7 @@ def test_lock_documents_layout(firestore_store: FirestoreStore, raw: Any) -> Non
     acc_lease = firestore_store.acquire_lease("account", ACC, "inst-a", ttl_ms=60_000, now_ms=now)
     assert acc_lease is not None
     d = raw.collection("whatsapp_account_leases").document(ACC).get().to_dict()
-    assert d == {"ownerId": "inst-a", "expiresAtMs": now + 60_000, "acquiredAt": ms_to_datetime(now)}
+    assert d == {"ownerId": "inst-a", "expiresAtMs": now + 60_000, "acquiredAt": ms_to_datetime(now), "epoch": 1}
 
     bf = firestore_store.acquire_lease("backfill", ACC, "inst-a", ttl_ms=900_000, now_ms=now)
     assert bf is not None

@@ -81,6 +81,7 @@ def test_lock_documents_mirror_firestore_collections(store: SqliteStore, path: P
     assert datetime.fromisoformat(account_lease.pop("acquiredAt")) == ms_to_datetime(T0)
     assert (backfill_lock["ownerId"], backfill_lock["expiresAtMs"]) == ("inst-a", T0 + 2_000)
     assert datetime.fromisoformat(backfill_lock.pop("startedAt")) == ms_to_datetime(T0)
+    assert account_lease.pop("epoch") == 1  # the fencing epoch: account leases only
     assert sorted(account_lease) == sorted(backfill_lock) == ["expiresAtMs", "ownerId"]
 
 

@@ -29,7 +29,8 @@ from neonize.proto import Neonize_pb2 as N
 from wadaemon.whatsapp import neonize_transport as nt
 from wadaemon.whatsapp import protos as P
 from wadaemon.whatsapp.capture import CaptureWriter, decode_capture_line
-from wadaemon.whatsapp.neonize_transport import NeonizeTransport, paired_accounts, paired_jid
+from wadaemon.whatsapp.neonize_transport import NeonizeTransport
+from wadaemon.whatsapp.sessions import FileSession, FileSessions
 from wadaemon.whatsapp.translate import _HANDLERS as TRANSLATED
 from wadaemon.whatsapp.transport import (
     HistoryRequestUnavailable,
@@ -598,7 +599,7 @@ def test_paired_accounts(tmp_path: Path) -> None:
     (sessions / "garbage.db").write_bytes(b"this is not sqlite at all, not even close" * 4)
     (sessions / "notes.txt").write_text("ignored")
 
-    assert paired_accounts(sessions) == ["paired", "zeta"]
-    assert paired_jid(sessions / "zeta.db") == "40700000002@s.whatsapp.net"
-    assert paired_jid(sessions / "missing.db") == ""
-    assert paired_accounts(tmp_path / "nowhere") == []
+    assert FileSessions(sessions).paired_accounts() == ["paired", "zeta"]
+    assert FileSessions(sessions).session("zeta").paired_jid() == "40700000002@s.whatsapp.net"
+    assert FileSession("missing", sessions / "missing.db").paired_jid() == ""
+    assert FileSessions(tmp_path / "nowhere").paired_accounts() == []

@@ -5,7 +5,14 @@ Shape::
     {ready, mode, instanceId, storeBackend, storeConnected, firestoreConnected,
      latestRealtime: [{accountId, lastRealtimeIngestAt, lastRealtimeMessageAt, lastRealtimeError}],
      timestamp, accounts: [{accountId, state, journalBacklog, history: {...}, ...}],
-     supervision: {name, kind, state, restarts, lastError, since, children: [...]}}
+     supervision: {name, kind, state, restarts, lastError, since, children: [...]},
+     cluster: {asOf, instances: [{instanceId, heartbeatAt, startedAt, accounts, pinnedAccounts,
+                                  accepting, version}],
+               leases: [{accountId, ownerId, epoch, expiresAt, acquiredAt}]}}
+
+``cluster`` is what this instance's ownership actor last read (every retry period): who owns
+each account, under which fencing epoch and until when, and every instance's heartbeat; null
+before the first read.
 
 It never fails because of the store: the status board is in memory, and the store part
 (``storeConnected``, ``latestRealtime``) shares one time budget — the store timeout — for
@@ -33,12 +40,12 @@ import msgspec
 from aiohttp import web
 
 from supervisors.health import NodeHealth
-from wadaemon.domain import SyncGap
+from wadaemon.domain import SyncGap, ms_to_datetime
 from wadaemon.http.context import context_of
 from wadaemon.http.responses import json_response
 from wadaemon.http.routing import RouteTable
 from wadaemon.http.store_access import StoreCallFailed
-from wadaemon.status import AccountStatus, Mode
+from wadaemon.status import AccountStatus, ClusterView, Mode
 from wadaemon.store.contract import Store
 
 routes = RouteTable("probes")
@@ -117,6 +124,45 @@ class SupervisionNode(msgspec.Struct, rename="camel"):
     children: list[SupervisionNode]
 
 
+class DiagInstance(msgspec.Struct, rename="camel", kw_only=True):
+    instance_id: str
+    heartbeat_at: datetime
+    started_at: datetime
+    accounts: list[str]
+    pinned_accounts: list[str]
+    accepting: bool
+    version: str
+
+
+class DiagLease(msgspec.Struct, rename="camel", kw_only=True):
+    account_id: str
+    owner_id: str
+    epoch: int
+    expires_at: datetime
+    acquired_at: datetime
+
+
+class DiagCluster(msgspec.Struct, rename="camel"):
+    as_of: datetime
+    instances: list[DiagInstance]
+    leases: list[DiagLease]
+
+
+def diag_cluster(view: ClusterView | None) -> DiagCluster | None:
+    if view is None:
+        return None
+    return DiagCluster(
+        as_of=ms_to_datetime(view.at_ms),
+        instances=[DiagInstance(instance_id=i.instance_id, heartbeat_at=ms_to_datetime(i.heartbeat_at_ms),
+                                started_at=ms_to_datetime(i.started_at_ms), accounts=i.accounts,
+                                pinned_accounts=i.pinned_accounts, accepting=i.accepting, version=i.version)
+                   for i in view.instances],
+        leases=[DiagLease(account_id=lease.key, owner_id=lease.owner_id, epoch=lease.epoch,
+                          expires_at=ms_to_datetime(lease.expires_at_ms),
+                          acquired_at=ms_to_datetime(lease.acquired_at_ms)) for lease in view.leases],
+    )
+
+
 class DiagBody(msgspec.Struct, rename="camel"):
     ready: bool
     mode: Mode
@@ -128,6 +174,7 @@ class DiagBody(msgspec.Struct, rename="camel"):
     timestamp: datetime
     accounts: list[DiagAccount]
     supervision: Any
+    cluster: DiagCluster | None
 
 
 def read_latest_realtime(
@@ -209,4 +256,5 @@ async def diag(request: web.Request) -> web.Response:
         timestamp=datetime.fromtimestamp(context.clock(), UTC),
         accounts=[diag_account(account) for account in snapshot.accounts],
         supervision=supervision_tree(snapshot.supervision),
+        cluster=diag_cluster(snapshot.cluster),
     ))

@@ -18,7 +18,9 @@ Semantics every adapter must honour (the contract tests in ``tests/store/`` chec
 * **Account patches** write exactly the fields of the ``AccountDoc`` that are not None, each
   replaced whole, without touching sibling fields.
 * **Leases** are compare-and-swap: an expired or absent lease may be taken by anyone; renew and
-  release succeed only for the current holder.
+  release succeed only for the current holder (owner and, for account leases, fencing epoch).
+  The rules are ``wadaemon.store.leases``, shared by every adapter. ``renew_leases`` renews an
+  instance's leases together, each judged on its own (one lost lease does not fail the others).
 * **Batches**: adapters split writes into commits of at most 500 writes.
 * **Single writer per account**: callers serialise writes for one account (the account's actors
   share one lane, see ``StoreRunner``); adapters need not guard read-modify-write races within
@@ -37,6 +39,7 @@ import msgspec
 
 from wadaemon.domain import (
     AccountDoc,
+    InstanceDoc,
     Lease,
     MessageDoc,
     MessageMutation,
@@ -188,7 +191,25 @@ class Store(Protocol):
         """Give the lease up if we still hold it."""
         ...
 
+    def renew_leases(self, held: Sequence[Lease], *, ttl_ms: int, now_ms: int) -> list[Lease | None]:
+        """``renew_lease`` for each, in one round of store calls; results in the same order.
+        Raises ``StoreUnavailable`` when the round as a whole failed (nothing is known)."""
+        ...
+
     def read_lease(self, kind: LeaseKind, key: str) -> Lease | None: ...
+
+    def list_account_leases(self) -> list[Lease]:
+        """Every held (not released) account lease, expired or not, by account id."""
+        ...
+
+    # -- instances (``whatsapp_instances/{instanceId}``) ------------------------------------
+    def put_instance(self, doc: InstanceDoc) -> None:
+        """Write an instance's heartbeat document whole."""
+        ...
+
+    def list_instances(self) -> list[InstanceDoc]: ...
+
+    def delete_instance(self, instance_id: str) -> None: ...
 
     # -- lifecycle ---------------------------------------------------------------------------
     def ping(self) -> bool:

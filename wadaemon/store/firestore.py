@@ -56,12 +56,14 @@ from google.api_core.retry import Retry, if_exception_type
 from google.auth import exceptions as auth_exc
 from google.cloud import firestore
 from google.cloud.firestore_v1 import DELETE_FIELD, FieldFilter
+from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 from google.cloud.firestore_v1.field_path import FieldPath
 from msgspec.structs import replace
 
 from wadaemon.domain import (
     AccountDoc,
     Doc,
+    InstanceDoc,
     Lease,
     MessageDoc,
     MessageMutation,
@@ -70,11 +72,9 @@ from wadaemon.domain import (
     ThreadDoc,
     ThreadPatch,
     ThreadSummary,
-    datetime_to_ms,
-    ms_to_datetime,
     thread_id_for,
 )
-from wadaemon.store import merge
+from wadaemon.store import leases, merge
 from wadaemon.store.contract import (
     LeaseKind,
     MessageOrder,
@@ -92,6 +92,7 @@ from wadaemon.store.encoding import (
     unescape_doc_id,
 )
 from wadaemon.store.firestore_wire import create_write, delete_write, update_write
+from wadaemon.store.leases import LeaseDecision
 
 #: The implicit ``__name__`` ordering, made explicit so cursors can name it.
 DOCUMENT_ID = FieldPath.document_id()
@@ -108,8 +109,6 @@ _in_pool = threading.local()
 THREADS = "threads"
 MESSAGES = "messages"
 ACCOUNTS = "accounts"
-ACCOUNT_LEASES = "whatsapp_account_leases"
-BACKFILL_LOCKS = "whatsapp_backfill_locks"
 
 MAX_BATCH_WRITES = 500
 #: Messages moved per commit by ``merge_threads`` (a move is two writes: set + delete).
@@ -143,13 +142,6 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 #: Lost compare-and-swap: someone else wrote the document first.
 _CAS_LOST: tuple[type[BaseException], ...] = (gexc.FailedPrecondition, gexc.Conflict, gexc.NotFound)
 
-_LEASE_FIELDS: dict[str, tuple[str, str, str]] = {
-    # kind -> (holder, expiry, acquired) field names
-    "account": ("ownerId", "expiresAtMs", "acquiredAt"),
-    "backfill": ("ownerId", "expiresAtMs", "startedAt"),
-    "recent_sync": ("recentSyncLeaseHolder", "recentSyncLeaseUntil", "recentSyncLeaseAcquiredAt"),
-}
-_BACKFILL_MIRROR = ("autoBackfillLeaseHolder", "autoBackfillLeaseUntil", "autoBackfillLeaseAcquiredAt")
 
 # gRPC channel arguments: reconnect at most every 2 s once the backend is back.
 _RECONNECT_OPTIONS: list[tuple[str, Any]] = [
@@ -234,16 +226,6 @@ def _fold_messages(stored: MessageDoc | None, docs: list[MessageDoc], now: datet
         else:
             state = merged
     return state, unchanged
-
-
-def _lease_kind(kind: str) -> LeaseKind:
-    if kind == "account":
-        return "account"
-    if kind == "backfill":
-        return "backfill"
-    if kind == "recent_sync":
-        return "recent_sync"
-    raise StoreError(f"unknown lease kind {kind!r}")
 
 
 class _Writes:
@@ -368,13 +350,10 @@ class FirestoreStore:
         return self.client.collection(ACCOUNTS).document(escape_doc_id(account_id))
 
     def _lease_ref(self, kind: LeaseKind, key: str) -> Any:
-        if kind == "account":
-            return self.client.collection(ACCOUNT_LEASES).document(escape_doc_id(key))
-        if kind == "backfill":
-            return self.client.collection(BACKFILL_LOCKS).document(escape_doc_id(key))
-        if kind == "recent_sync":
-            return self._account_ref(key)
-        raise StoreError(f"unknown lease kind {kind!r}")
+        return self.client.collection(leases.LAYOUTS[kind].collection).document(escape_doc_id(key))
+
+    def _instance_ref(self, instance_id: str) -> Any:
+        return self.client.collection(leases.INSTANCES).document(escape_doc_id(instance_id))
 
     # -- plumbing --------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -777,117 +756,135 @@ class FirestoreStore:
             return sorted(unescape_doc_id(snap.id) for snap in query.stream(**self.rpc))
 
     # -- leases ----------------------------------------------------------------------------------
-    def _lease_of(self, kind: LeaseKind, key: str, fields: dict[str, Any] | None) -> Lease | None:
-        holder_f, expiry_f, acquired_f = _LEASE_FIELDS[kind]
-        data = fields or {}
-        owner = data.get(holder_f)
-        expiry = data.get(expiry_f)
-        if not owner or expiry is None:
-            return None
-        acquired = data.get(acquired_f)
-        expires_ms = datetime_to_ms(expiry) if isinstance(expiry, datetime) else int(expiry)
-        acquired_ms = datetime_to_ms(acquired) if isinstance(acquired, datetime) else expires_ms
-        return Lease(kind=kind, key=key, owner_id=str(owner), expires_at_ms=expires_ms, acquired_at_ms=acquired_ms)
-
-    def _lease_fields(self, lease: Lease) -> dict[str, Any]:
-        holder_f, expiry_f, acquired_f = _LEASE_FIELDS[lease.kind]
-        expiry: Any = lease.expires_at_ms if lease.kind != "recent_sync" else ms_to_datetime(lease.expires_at_ms)
-        return {holder_f: lease.owner_id, expiry_f: expiry, acquired_f: ms_to_datetime(lease.acquired_at_ms)}
-
-    def _cas(
-        self,
-        what: str,
-        kind: LeaseKind,
-        key: str,
-        decide: Callable[[Lease | None], tuple[str, Lease | None]],
-    ) -> tuple[str, Lease | None]:
-        """Read the lease, let ``decide`` choose ``("write", lease)``, ``("delete", lease)`` or
-        ``("stop", result)``, and write it conditioned on the document not having changed since
-        the read. A lost race is re-read and re-decided (the document may have changed for
-        another reason, e.g. a status patch on ``accounts/*``); ``("contended", None)`` after
-        ``CAS_ATTEMPTS`` lost races."""
+    def _cas(self, what: str, kind: LeaseKind, key: str,
+             decide: Callable[[Lease | None, int], LeaseDecision]) -> LeaseDecision | None:
+        """Read the lease, let ``decide`` (``wadaemon.store.leases``) choose, and write its
+        decision conditioned on the document not having changed since the read. A lost race is
+        re-read and re-decided (the document may have changed for another reason, e.g. a
+        status patch on ``accounts/*``); None after ``CAS_ATTEMPTS`` lost races."""
         ref = self._lease_ref(kind, key)
         with self._errors(what):
             for _ in range(CAS_ATTEMPTS):
                 snap = ref.get(**self.rpc)
-                current = self._lease_of(kind, key, snap.to_dict() if snap.exists else None)
-                action, lease = decide(current)
-                if action == "stop":
-                    return action, lease
+                fields = snap.to_dict() if snap.exists else None
+                decision = decide(leases.lease_of(kind, key, fields), leases.stored_epoch(fields))
+                if decision.action == "none":
+                    return decision
                 option = self.client.write_option(last_update_time=snap.update_time) if snap.exists else None
+                batch = self.client.batch()
+                self._add_lease_write(batch, ref, kind, key, decision, snap.exists, option)
                 try:
-                    self._write_lease(ref, kind, action, lease, snap.exists, option)
+                    batch.commit(**self.rpc_once)
                 except _CAS_LOST:
                     continue
-                return action, lease
-        return "contended", None
+                return decision
+        return None
 
-    def _write_lease(self, ref: Any, kind: LeaseKind, action: str, lease: Lease | None, exists: bool, option: Any) -> None:
+    def _add_lease_write(self, batch: Any, ref: Any, kind: LeaseKind, key: str, decision: LeaseDecision,
+                         exists: bool, option: Any) -> None:
+        lease = decision.lease
         assert lease is not None
-        batch = self.client.batch()
-        if action == "write":
-            fields = self._lease_fields(lease)
+        if decision.action == "write":
+            fields = leases.lease_fields(lease)
             if exists:
                 batch.update(ref, fields, option=option)
             else:
                 batch.create(ref, fields)
-        else:  # delete
-            if kind == "recent_sync":
-                batch.update(ref, dict.fromkeys(_LEASE_FIELDS[kind], DELETE_FIELD), option=option)
+        else:  # release
+            tombstone = leases.release_fields(lease)
+            if tombstone is not None:
+                batch.update(ref, tombstone, option=option)
+            elif kind == "recent_sync":
+                batch.update(ref, dict.fromkeys(leases.lease_fields(lease), DELETE_FIELD), option=option)
             else:
                 batch.delete(ref, option=option)
         if kind == "backfill":
             # Mirrored for operators, in the same atomic commit as the lock itself.
-            holder_f, until_f, acquired_f = _BACKFILL_MIRROR
-            mirror: dict[str, Any]
-            if action == "write":
-                mirror = {
-                    holder_f: lease.owner_id,
-                    until_f: ms_to_datetime(lease.expires_at_ms),
-                    acquired_f: ms_to_datetime(lease.acquired_at_ms),
-                }
-            else:
-                mirror = dict.fromkeys(_BACKFILL_MIRROR, DELETE_FIELD)
-            batch.set(self._account_ref(lease.key), mirror, merge=list(mirror))
-        batch.commit(**self.rpc_once)
+            mirror = leases.backfill_mirror(lease if decision.action == "write" else None)
+            fields = {name: DELETE_FIELD if value is None else value for name, value in mirror.items()}
+            batch.set(self._account_ref(key), fields, merge=list(fields))
 
     def acquire_lease(self, kind: LeaseKind, key: str, owner_id: str, *, ttl_ms: int, now_ms: int) -> Lease | None:
-        def decide(current: Lease | None) -> tuple[str, Lease | None]:
-            if current is not None and current.owner_id != owner_id and current.expires_at_ms > now_ms:
-                return "stop", None
-            still_ours = current is not None and current.owner_id == owner_id and current.expires_at_ms > now_ms
-            acquired = current.acquired_at_ms if still_ours and current is not None else now_ms
-            return "write", Lease(kind=kind, key=key, owner_id=owner_id, expires_at_ms=now_ms + ttl_ms, acquired_at_ms=acquired)
-
-        # "contended": others kept winning the race, so not acquired this time.
-        return self._cas("acquire_lease", kind, key, decide)[1]
+        kind = leases.lease_kind(kind)
+        decision = self._cas("acquire_lease", kind, key, lambda current, epoch: leases.decide_acquire(
+            current, epoch, kind=kind, key=key, owner_id=owner_id, ttl_ms=ttl_ms, now_ms=now_ms))
+        # None: others kept winning the race, so not acquired this time.
+        return decision.lease if decision is not None else None
 
     def renew_lease(self, lease: Lease, *, ttl_ms: int, now_ms: int) -> Lease | None:
-        def decide(current: Lease | None) -> tuple[str, Lease | None]:
-            if current is None or current.owner_id != lease.owner_id:
-                return "stop", None
-            return "write", replace(current, expires_at_ms=now_ms + ttl_ms)
-
-        action, renewed = self._cas("renew_lease", _lease_kind(lease.kind), lease.key, decide)
-        if action == "contended":
+        decision = self._cas("renew_lease", leases.lease_kind(lease.kind), lease.key,
+                             lambda current, _: leases.decide_renew(current, lease, ttl_ms=ttl_ms, now_ms=now_ms))
+        if decision is None:
             raise StoreUnavailable(f"firestore renew_lease: {lease.kind} lease {lease.key!r} stayed contended")
-        return renewed
+        return decision.lease
+
+    def renew_leases(self, held: Sequence[Lease], *, ttl_ms: int, now_ms: int) -> list[Lease | None]:
+        """One read (``get_all``) and one non-atomic ``batch_write`` for all of them, each write
+        conditioned on its own document's update time: an atomic commit would fail whole on
+        the one lease another instance took, ``batch_write`` reports each write. A write whose
+        precondition failed is re-judged alone through ``renew_lease``."""
+        if not held:
+            return []
+        refs = [self._lease_ref(leases.lease_kind(lease.kind), lease.key) for lease in held]
+        results: list[Lease | None] = [None] * len(held)
+        with self._errors("renew_leases"):
+            snaps = {snap.reference.path: snap for snap in self.client.get_all(refs, **self.rpc)}
+            batch = BulkWriteBatch(self.client)
+            pending: list[int] = []
+            for i, (lease, ref) in enumerate(zip(held, refs, strict=True)):
+                snap = snaps.get(ref.path)
+                if snap is None or not snap.exists:
+                    continue
+                fields = snap.to_dict()
+                decision = leases.decide_renew(leases.lease_of(leases.lease_kind(lease.kind), lease.key, fields),
+                                               lease, ttl_ms=ttl_ms, now_ms=now_ms)
+                if decision.action == "none":
+                    continue
+                option = self.client.write_option(last_update_time=snap.update_time)
+                self._add_lease_write(batch, ref, leases.lease_kind(lease.kind), lease.key, decision, True, option)
+                results[i] = decision.lease
+                pending.append(i)
+            if not pending:
+                return results
+            response = batch.commit(**self.rpc_once)
+            for i, status in zip(pending, response.status, strict=True):
+                if status.code != 0:  # not OK: raced with someone; judge this one alone
+                    results[i] = self.renew_lease(held[i], ttl_ms=ttl_ms, now_ms=now_ms)
+        return results
 
     def release_lease(self, lease: Lease) -> bool:
-        def decide(current: Lease | None) -> tuple[str, Lease | None]:
-            if current is None or current.owner_id != lease.owner_id:
-                return "stop", None
-            return "delete", current
-
-        action, _ = self._cas("release_lease", _lease_kind(lease.kind), lease.key, decide)
-        if action == "contended":
+        decision = self._cas("release_lease", leases.lease_kind(lease.kind), lease.key,
+                             lambda current, _: leases.decide_release(current, lease))
+        if decision is None:
             raise StoreUnavailable(f"firestore release_lease: {lease.kind} lease {lease.key!r} stayed contended")
-        return action == "delete"
+        return decision.action == "release"
 
     def read_lease(self, kind: LeaseKind, key: str) -> Lease | None:
+        kind = leases.lease_kind(kind)
         with self._errors("read_lease"):
             snap = self._lease_ref(kind, key).get(**self.rpc)
-            return self._lease_of(kind, key, snap.to_dict() if snap.exists else None)
+            return leases.lease_of(kind, key, snap.to_dict() if snap.exists else None)
+
+    def list_account_leases(self) -> list[Lease]:
+        with self._errors("list_account_leases"):
+            found = (leases.lease_of("account", unescape_doc_id(snap.id), snap.to_dict())
+                     for snap in self.client.collection(leases.ACCOUNT_LEASES).stream(**self.rpc))
+            return sorted((lease for lease in found if lease is not None), key=lambda lease: lease.key)
+
+    # -- instances -------------------------------------------------------------------------------
+    def put_instance(self, doc: InstanceDoc) -> None:
+        with self._errors("put_instance"):
+            self._instance_ref(doc.instance_id).set(document_fields(doc), **self.rpc)
+
+    def list_instances(self) -> list[InstanceDoc]:
+        with self._errors("list_instances"):
+            docs = (document_from_fields(snap.to_dict() or {}, InstanceDoc)
+                    for snap in self.client.collection(leases.INSTANCES).stream(**self.rpc))
+            return sorted(docs, key=lambda doc: doc.instance_id)
+
+    def delete_instance(self, instance_id: str) -> None:
+        with self._errors("delete_instance"):
+            self._instance_ref(instance_id).delete(**self.rpc)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def ping(self) -> bool:

@@ -32,13 +32,13 @@ from wadaemon.store.contract import Store, StoreError
 from wadaemon.store.encoding import escape_doc_id, unescape_doc_id
 from wadaemon.store.firestore import (
     ACCOUNTS,
-    BACKFILL_LOCKS,
     MAX_BATCH_WRITES,
     MESSAGES,
     THREADS,
     FirestoreStore,
     _plain,
 )
+from wadaemon.store.leases import BACKFILL_LOCKS
 
 #: Collection of adoption checkpoints, one document per account.
 CHECKPOINTS = "wadaemon_adopt"

@@ -7,7 +7,8 @@ reader of the file sees exactly the Firestore field names::
     messages(thread_id, id, ts_client_ms, doc)               threads/{threadId}/messages/{id}
     accounts(id, doc)                                        accounts/{accountId}
     leases(collection, id, doc)                              whatsapp_account_leases/{accountId},
-                                                             whatsapp_backfill_locks/{accountId}
+                                                             whatsapp_backfill_locks/{accountId},
+                                                             whatsapp_instances/{instanceId}
 
 ``doc`` is the JSON of ``document_fields`` (camelCase names, absent fields left out, datetimes
 as RFC 3339 strings); the other columns are copies of document fields that queries order or
@@ -47,6 +48,7 @@ from msgspec.structs import replace
 from wadaemon.domain import (
     AccountDoc,
     Doc,
+    InstanceDoc,
     Lease,
     MessageDoc,
     MessageMutation,
@@ -55,11 +57,9 @@ from wadaemon.domain import (
     ThreadDoc,
     ThreadPatch,
     ThreadSummary,
-    datetime_to_ms,
-    ms_to_datetime,
     thread_id_for,
 )
-from wadaemon.store import merge
+from wadaemon.store import leases, merge
 from wadaemon.store.contract import (
     LeaseKind,
     MessageOrder,
@@ -75,14 +75,13 @@ from wadaemon.store.encoding import (
     store_now,
     unescape_doc_id,
 )
+from wadaemon.store.leases import LeaseDecision
 
 log = logging.getLogger("wadaemon.store.sqlite")
 
 D = TypeVar("D", bound=Doc)
 T = TypeVar("T")
 
-ACCOUNT_LEASES = "whatsapp_account_leases"
-BACKFILL_LOCKS = "whatsapp_backfill_locks"
 
 #: Writes per commit, as Firestore's batch limit (keeps ``commits`` comparable across backends).
 MAX_BATCH_WRITES = 500
@@ -122,13 +121,6 @@ CREATE TABLE IF NOT EXISTS leases (
 ) WITHOUT ROWID;
 """
 
-#: kind -> (holder, expiry, acquired) field names, exactly as the Firestore adapter writes them.
-_LEASE_FIELDS: dict[str, tuple[str, str, str]] = {
-    "account": ("ownerId", "expiresAtMs", "acquiredAt"),
-    "backfill": ("ownerId", "expiresAtMs", "startedAt"),
-    "recent_sync": ("recentSyncLeaseHolder", "recentSyncLeaseUntil", "recentSyncLeaseAcquiredAt"),
-}
-_BACKFILL_MIRROR = ("autoBackfillLeaseHolder", "autoBackfillLeaseUntil", "autoBackfillLeaseAcquiredAt")
 
 #: SQLite primary result codes that mean "try again later", not "bug".
 _UNAVAILABLE_CODES = frozenset(
@@ -173,27 +165,6 @@ def _decode(raw: str, doc_type: type[D]) -> D:
         return document_from_fields(_fields(raw), doc_type)
     except msgspec.ValidationError as exc:
         raise StoreError(f"stored {doc_type.__name__} does not decode: {exc}") from exc
-
-
-def _ms_of(value: Any) -> int | None:
-    """A lease time as stored: epoch ms (``expiresAtMs``) or a timestamp string."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        return datetime_to_ms(msgspec.convert(value, datetime))
-    return None
-
-
-def _lease_kind(kind: str) -> LeaseKind:
-    if kind == "account":
-        return "account"
-    if kind == "backfill":
-        return "backfill"
-    if kind == "recent_sync":
-        return "recent_sync"
-    raise StoreError(f"unknown lease kind {kind!r}")
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -688,123 +659,105 @@ class SqliteStore:
     def _lease_fields_of(self, conn: sqlite3.Connection, kind: LeaseKind, key: str) -> dict[str, Any] | None:
         if kind == "recent_sync":
             return self._account_fields(conn, key)
-        collection = ACCOUNT_LEASES if kind == "account" else BACKFILL_LOCKS
         row = conn.execute(
-            "SELECT doc FROM leases WHERE collection = ? AND id = ?", (collection, escape_doc_id(key))
+            "SELECT doc FROM leases WHERE collection = ? AND id = ?", (leases.LAYOUTS[kind].collection, escape_doc_id(key))
         ).fetchone()
         return None if row is None else _fields(row[0])
 
-    @staticmethod
-    def _lease_of(kind: LeaseKind, key: str, fields: dict[str, Any] | None) -> Lease | None:
-        holder_f, expiry_f, acquired_f = _LEASE_FIELDS[kind]
-        data = fields or {}
-        owner = data.get(holder_f)
-        expires_ms = _ms_of(data.get(expiry_f))
-        if not owner or expires_ms is None:
-            return None
-        acquired_ms = _ms_of(data.get(acquired_f))
-        return Lease(
-            kind=kind,
-            key=key,
-            owner_id=str(owner),
-            expires_at_ms=expires_ms,
-            acquired_at_ms=expires_ms if acquired_ms is None else acquired_ms,
-        )
-
-    def _write_lease(self, conn: sqlite3.Connection, writer: _Writer, kind: LeaseKind, key: str, lease: Lease | None) -> None:
-        """Store ``lease`` (None: remove it) where ``kind`` lives, with the backfill mirror."""
-        holder_f, expiry_f, acquired_f = _LEASE_FIELDS[kind]
-        if kind == "recent_sync":
-            account = self._account_fields(conn, key)
-            if lease is not None:
-                account = account or {}
-                account.update(
-                    {
-                        holder_f: lease.owner_id,
-                        expiry_f: ms_to_datetime(lease.expires_at_ms),
-                        acquired_f: ms_to_datetime(lease.acquired_at_ms),
-                    }
-                )
-                writer.put_account_fields(key, account)
-            elif account is not None:
-                for name in (holder_f, expiry_f, acquired_f):
-                    account.pop(name, None)
-                writer.put_account_fields(key, account)
+    def _apply_lease(self, conn: sqlite3.Connection, writer: _Writer, kind: LeaseKind, key: str,
+                     decision: LeaseDecision) -> None:
+        """Store a decision of ``wadaemon.store.leases`` where ``kind`` lives, with the backfill mirror."""
+        lease = decision.lease
+        if decision.action == "none" or lease is None:
             return
-        collection = ACCOUNT_LEASES if kind == "account" else BACKFILL_LOCKS
-        if lease is None:
-            writer.delete_lock(collection, key)
+        fields = leases.lease_fields(lease)
+        if kind == "recent_sync":
+            account = self._account_fields(conn, key) or {}
+            if decision.action == "write":
+                account.update(fields)
+            else:
+                for name in fields:
+                    account.pop(name, None)
+            writer.put_account_fields(key, account)
+            return
+        collection = leases.LAYOUTS[kind].collection
+        if decision.action == "write":
+            writer.put_lock(collection, key, fields)
         else:
-            writer.put_lock(
-                collection,
-                key,
-                {holder_f: lease.owner_id, expiry_f: lease.expires_at_ms, acquired_f: ms_to_datetime(lease.acquired_at_ms)},
-            )
+            tombstone = leases.release_fields(lease)
+            if tombstone is None:
+                writer.delete_lock(collection, key)
+            else:
+                writer.put_lock(collection, key, tombstone)
         if kind == "backfill":
             # Mirrored for operators, in the same transaction as the lock itself.
-            account = self._account_fields(conn, key)
-            if lease is not None:
-                account = account or {}
-                holder_m, until_m, acquired_m = _BACKFILL_MIRROR
-                account.update(
-                    {
-                        holder_m: lease.owner_id,
-                        until_m: ms_to_datetime(lease.expires_at_ms),
-                        acquired_m: ms_to_datetime(lease.acquired_at_ms),
-                    }
-                )
-                writer.put_account_fields(key, account)
-            elif account is not None:
-                for name in _BACKFILL_MIRROR:
+            account = self._account_fields(conn, key) or {}
+            for name, value in leases.backfill_mirror(lease if decision.action == "write" else None).items():
+                if value is None:
                     account.pop(name, None)
-                writer.put_account_fields(key, account)
+                else:
+                    account[name] = value
+            writer.put_account_fields(key, account)
 
-    def _cas(
-        self, what: str, kind: LeaseKind, key: str, decide: Callable[[Lease | None], tuple[str, Lease | None]]
-    ) -> tuple[str, Lease | None]:
-        """Read the lease, let ``decide`` choose ``("write", lease)``, ``("delete", lease)`` or
-        ``("stop", result)``, and apply it, all inside one ``BEGIN IMMEDIATE`` transaction."""
+    def _cas(self, what: str, kind: LeaseKind, key: str,
+             decide: Callable[[Lease | None, int], LeaseDecision]) -> LeaseDecision:
+        """Read the lease, let ``decide`` (``wadaemon.store.leases``) choose, and apply it, all
+        inside one ``BEGIN IMMEDIATE`` transaction."""
         with self._transaction(what, max_writes=None) as (conn, writer):
-            current = self._lease_of(kind, key, self._lease_fields_of(conn, kind, key))
-            action, lease = decide(current)
-            if action == "write":
-                self._write_lease(conn, writer, kind, key, lease)
-            elif action == "delete":
-                self._write_lease(conn, writer, kind, key, None)
-        return action, lease
+            fields = self._lease_fields_of(conn, kind, key)
+            decision = decide(leases.lease_of(kind, key, fields), leases.stored_epoch(fields))
+            self._apply_lease(conn, writer, kind, key, decision)
+        return decision
 
     def acquire_lease(self, kind: LeaseKind, key: str, owner_id: str, *, ttl_ms: int, now_ms: int) -> Lease | None:
-        kind = _lease_kind(kind)
-
-        def decide(current: Lease | None) -> tuple[str, Lease | None]:
-            if current is not None and current.owner_id != owner_id and current.expires_at_ms > now_ms:
-                return "stop", None
-            still_ours = current is not None and current.owner_id == owner_id and current.expires_at_ms > now_ms
-            acquired = current.acquired_at_ms if still_ours and current is not None else now_ms
-            return "write", Lease(kind=kind, key=key, owner_id=owner_id, expires_at_ms=now_ms + ttl_ms, acquired_at_ms=acquired)
-
-        return self._cas("acquire_lease", kind, key, decide)[1]
+        kind = leases.lease_kind(kind)
+        return self._cas("acquire_lease", kind, key, lambda current, epoch: leases.decide_acquire(
+            current, epoch, kind=kind, key=key, owner_id=owner_id, ttl_ms=ttl_ms, now_ms=now_ms)).lease
 
     def renew_lease(self, lease: Lease, *, ttl_ms: int, now_ms: int) -> Lease | None:
-        def decide(current: Lease | None) -> tuple[str, Lease | None]:
-            if current is None or current.owner_id != lease.owner_id:
-                return "stop", None
-            return "write", replace(current, expires_at_ms=now_ms + ttl_ms)
+        return self._cas("renew_lease", leases.lease_kind(lease.kind), lease.key,
+                         lambda current, _: leases.decide_renew(current, lease, ttl_ms=ttl_ms, now_ms=now_ms)).lease
 
-        return self._cas("renew_lease", _lease_kind(lease.kind), lease.key, decide)[1]
+    def renew_leases(self, held: Sequence[Lease], *, ttl_ms: int, now_ms: int) -> list[Lease | None]:
+        """All of them in one transaction; each judged on its own."""
+        results: list[Lease | None] = []
+        with self._transaction("renew_leases", max_writes=None) as (conn, writer):
+            for lease in held:
+                kind = leases.lease_kind(lease.kind)
+                current = leases.lease_of(kind, lease.key, self._lease_fields_of(conn, kind, lease.key))
+                decision = leases.decide_renew(current, lease, ttl_ms=ttl_ms, now_ms=now_ms)
+                self._apply_lease(conn, writer, kind, lease.key, decision)
+                results.append(decision.lease)
+        return results
 
     def release_lease(self, lease: Lease) -> bool:
-        def decide(current: Lease | None) -> tuple[str, Lease | None]:
-            if current is None or current.owner_id != lease.owner_id:
-                return "stop", None
-            return "delete", current
-
-        return self._cas("release_lease", _lease_kind(lease.kind), lease.key, decide)[0] == "delete"
+        return self._cas("release_lease", leases.lease_kind(lease.kind), lease.key,
+                         lambda current, _: leases.decide_release(current, lease)).action == "release"
 
     def read_lease(self, kind: LeaseKind, key: str) -> Lease | None:
-        kind = _lease_kind(kind)
+        kind = leases.lease_kind(kind)
         with self._read("read_lease") as conn:
-            return self._lease_of(kind, key, self._lease_fields_of(conn, kind, key))
+            return leases.lease_of(kind, key, self._lease_fields_of(conn, kind, key))
+
+    def list_account_leases(self) -> list[Lease]:
+        with self._read("list_account_leases") as conn:
+            rows = conn.execute("SELECT id, doc FROM leases WHERE collection = ?", (leases.ACCOUNT_LEASES,)).fetchall()
+        found = (leases.lease_of("account", unescape_doc_id(key), _fields(doc)) for key, doc in rows)
+        return sorted((lease for lease in found if lease is not None), key=lambda lease: lease.key)
+
+    # -- instances -------------------------------------------------------------------------------
+    def put_instance(self, doc: InstanceDoc) -> None:
+        with self._transaction("put_instance", max_writes=None) as (_, writer):
+            writer.put_lock(leases.INSTANCES, doc.instance_id, document_fields(doc))
+
+    def list_instances(self) -> list[InstanceDoc]:
+        with self._read("list_instances") as conn:
+            rows = conn.execute("SELECT doc FROM leases WHERE collection = ?", (leases.INSTANCES,)).fetchall()
+        return sorted((_decode(doc, InstanceDoc) for (doc,) in rows), key=lambda doc: doc.instance_id)
+
+    def delete_instance(self, instance_id: str) -> None:
+        with self._transaction("delete_instance", max_writes=None) as (_, writer):
+            writer.delete_lock(leases.INSTANCES, instance_id)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def ping(self) -> bool:

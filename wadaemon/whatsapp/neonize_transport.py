@@ -38,17 +38,17 @@ import ctypes
 import inspect
 import logging
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from wadaemon.domain import GroupInfo
 from wadaemon.identity import normalise_jid
 from wadaemon.whatsapp.capture import CaptureWriter
+from wadaemon.whatsapp.sessions import FileSession, Session
 from wadaemon.whatsapp.transport import (
     HistoryRequestUnavailable,
     RawEvent,
@@ -112,38 +112,6 @@ def _jid_proto(text: str) -> Any:
     from wadaemon.whatsapp.protos import parse_jid
 
     return parse_jid(text)
-
-
-# --------------------------------------------------------------------------------------------
-# Session databases
-# --------------------------------------------------------------------------------------------
-
-
-def paired_jid(session_path: Path | str) -> str:
-    """The JID of the device paired in a whatsmeow session database, "" when none.
-
-    whatsmeow keeps one row per paired device in ``whatsmeow_device`` (deleted on logout), so a
-    non-empty table means "paired". Opened read-only with sqlite3: no neonize, no Go.
-    """
-    path = Path(session_path)
-    if not path.is_file():
-        return ""
-    try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                                     timeout=5)) as db:
-            row = db.execute("SELECT jid FROM whatsmeow_device LIMIT 1").fetchone()
-    except sqlite3.Error as exc:
-        log.warning("[neonize] session=%s unreadable as a whatsmeow session: %s", path, exc)
-        return ""
-    return normalise_jid(str(row[0])) if row and row[0] else ""
-
-
-def paired_accounts(sessions_dir: Path | str) -> list[str]:
-    """Account ids (``{account}.db`` file stems) whose session database holds a paired device."""
-    directory = Path(sessions_dir)
-    if not directory.is_dir():
-        return []
-    return sorted(path.stem for path in directory.glob("*.db") if paired_jid(path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,7 +380,7 @@ class _Session:
 
 
 class NeonizeTransport:
-    """``Transport`` over a real neonize client, whose session lives in ``session_path``."""
+    """``Transport`` over a real neonize client, whose session lives in ``session``."""
 
     #: How long start holds Go's client map for the new client to register itself (ended early
     #: by the first callback from Go). Registration is a SQLite open and a read: well under this.
@@ -431,12 +399,15 @@ class NeonizeTransport:
     reconnect_min_s = 5.0
     reconnect_max_s = 300.0
 
-    def __init__(self, account_id: str, session_path: Path | str, *, full_history: bool,
+    def __init__(self, account_id: str, session: Session | Path | str, *, full_history: bool,
                  capture: CaptureWriter | None = None, full_sync_days: int = FULL_SYNC_DAYS_LIMIT,
                  full_sync_size_mb: int = FULL_SYNC_SIZE_MB_LIMIT,
                  full_sync_quota_mb: int = FULL_SYNC_STORAGE_QUOTA_MB) -> None:
+        """``session``: where the whatsmeow session lives (``wadaemon.whatsapp.sessions``); a
+        path is a session file."""
         self.account_id = account_id
-        self.session_path = Path(session_path)
+        self.session: Session = (FileSession(account_id, Path(session)) if isinstance(session, Path | str)
+                                 else session)
         self.full_history = full_history
         self.full_sync_limits = (full_sync_days, full_sync_size_mb, full_sync_quota_mb)
         self.capture = capture
@@ -466,9 +437,9 @@ class NeonizeTransport:
         ``start_settle_s``). An unpaired session is not connected — connecting would sit in a
         QR pairing loop that ``stop`` cannot end (docs/whatsapp.md) — and is reported to the sink as
         a ``LoggedOut`` (on connect) event, which is what whatsmeow says of a removed device."""
-        if not paired_jid(self.session_path):
-            log.error("[neonize] accountId=%s has no paired device in %s: run `wadaemon pair %s`",
-                      self.account_id, self.session_path, self.account_id)
+        if not self.session.paired_jid():
+            log.error("[neonize] accountId=%s has no paired device in its session store: run `wadaemon pair %s`",
+                      self.account_id, self.account_id)
             self._report_unpaired(sink)
             return
         with self._lifecycle:
@@ -516,7 +487,7 @@ class NeonizeTransport:
         connect. Events arriving meanwhile go to ``sink`` (e.g. the account's journal) when
         given. Returns the paired JID, "" when pairing did not complete (the reason is logged).
         """
-        existing = paired_jid(self.session_path)
+        existing = self.session.paired_jid()
         if existing:
             log.info("[neonize] accountId=%s is already paired as %s", self.account_id, existing)
             return existing
@@ -538,7 +509,7 @@ class NeonizeTransport:
                                                   deadline - time.monotonic())))
         finally:
             self.stop()
-        jid = paired_jid(self.session_path) or (watch.jid if watch.succeeded else "")
+        jid = self.session.paired_jid() or (watch.jid if watch.succeeded else "")
         if not jid:
             log.error("[neonize] accountId=%s pairing did not complete: %s", self.account_id,
                       watch.error or "timed out")
@@ -640,8 +611,9 @@ class NeonizeTransport:
             raise TransportError(f"account {self.account_id}: the previous neonize "
                                  "connection is still running or stopping")
         neonize = _neonize()
-        self.session_path.parent.mkdir(parents=True, exist_ok=True)
-        client = neonize.NewClient(str(self.session_path), props=self._device_props(neonize))
+        self.session.prepare()
+        client = neonize.NewClient(self.session.name, props=self._device_props(neonize),
+                                   uuid=self.session.client_key)
         finaliser = getattr(client, "_stop_finalizer", None)
         if finaliser is not None:
             # It would call Go's Stop from the garbage collector's thread, outside the
@@ -716,7 +688,7 @@ class NeonizeTransport:
             if not self._wanted or self._session is not ended:
                 return  # stopped (or restarted) meanwhile
             self._reconnect_timer = None
-            if not paired_jid(self.session_path):  # never connect into a QR loop stop can't end
+            if not self.session.paired_jid():  # never connect into a QR loop stop can't end
                 log.error("[neonize] accountId=%s lost its paired device; not reconnecting",
                           self.account_id)
                 self._report_unpaired(ended.sink)
