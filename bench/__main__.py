@@ -13,11 +13,11 @@ this run, never a number remembered from another. Sections (all by default):
 * realtime: 50 accounts, 200 messages/s in all, receipts flowing: latency from hand-over to
   acknowledged commit, and writes per message; plus one busy account at 200 messages/s.
 * scale: 200 paired accounts idle in one instance: CPU and RSS per account.
+* leases: three instances sharing 200 accounts on the emulator: store writes per account-hour
+  for ownership leases and heartbeats (``bench/leases.py``), scaled to the default timing.
 * http: the API's threads list and a 50-message page at 50 concurrent clients (aiohttp, another
   process, loopback) while the daemon ingests live traffic, 500 threads / 100k messages, on
   SQLite and on the emulator: requests per second and p99 (target <= 50 ms on SQLite).
-* leases: three instances sharing 200 accounts on the emulator: store writes per account-hour
-  for ownership leases and heartbeats (``bench/leases.py``), scaled to the default timing.
 * adopt: a generated legacy database (``tests.legacy.generator``) adopted, scanning alone (the
   dry run) against scanning + fixing: documents scanned per second, writes per fixed
   document, peak RSS.
@@ -127,15 +127,15 @@ def main() -> int:
     if "scale" in sections:
         with fresh_emulator():
             results["scale"] = run_child("bench.scale", "--accounts", "200", "--idle", "10" if q else "30")
+    if "leases" in sections:
+        with fresh_emulator():
+            results["leases"] = run_child("bench.leases", "--accounts", "200", "--instances", "3",
+                                          "--seconds", "10" if q else "30")
     if "http" in sections:
         size = ["--messages", "20000", "--duration", "5"] if q else []
         results["http_sqlite"] = run_child("bench.http_api", "--backend", "sqlite", *size)
         with fresh_emulator():
             results["http_firestore"] = run_child("bench.http_api", "--backend", "firestore", *size)
-    if "leases" in sections:
-        with fresh_emulator():
-            results["leases"] = run_child("bench.leases", "--accounts", "200", "--instances", "3",
-                                          "--seconds", "10" if q else "30")
     if "adopt" in sections:
         size = ["--accounts", "3", "--threads", "30", "--messages", "20"] if q else []
         with fresh_emulator() as emulator:
