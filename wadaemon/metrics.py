@@ -22,9 +22,10 @@ bounded: ``account_id`` (the accounts this instance runs), ``source``, ``state``
 ``operation`` (a store method name), ``route`` (the route *pattern*, ``/api/x/{accountId}``,
 never the concrete path), ``status``. Never a thread, message or request id.
 
-Values from other issues' work (backfill runs, history requests and answers, gaps, leases)
-are added here once their status lands on the board — ``BoardCollector.collect`` is the one
-place to extend.
+The schedulers' view on the board (open gaps, outstanding history requests, why backfill
+waits) is exposed as gauges. Counters the board does not keep yet (backfill runs by result,
+history requests sent and answered, gaps closed, lease renewals failed) are added here once
+their actors count them on the board — ``BoardCollector.collect`` is the one place to extend.
 """
 
 from __future__ import annotations
@@ -149,6 +150,12 @@ def _accounts(accounts: list[AccountStatus], now_s: float) -> Iterator[Metric]:
                        "1 when the transport can send on-demand history requests")
     last_ingest = gauge("wadaemon_last_realtime_ingest_timestamp_seconds",
                         "When a realtime message was last committed (epoch s)")
+    gaps = gauge("wadaemon_sync_gaps_open", "Spans whose events may be missing, waiting for recent-sync")
+    outstanding = gauge("wadaemon_history_requests_outstanding",
+                        "On-demand history requests waiting for their answer")
+    blocked = gauge("wadaemon_backfill_blocked", "1 for why auto-backfill does not run now", ["reason"])
+    next_backfill = gauge("wadaemon_backfill_next_eligible_timestamp_seconds",
+                          "When auto-backfill may run next (epoch s)")
     for a in accounts:
         account = a.account_id
         ingested.add_metric([account, "history_sync"], a.history.saved)
@@ -172,5 +179,11 @@ def _accounts(accounts: list[AccountStatus], now_s: float) -> Iterator[Metric]:
         capability.add_metric([account], 1 if a.history_request_capability == "available" else 0)
         if a.last_realtime_ingest_ms is not None:
             last_ingest.add_metric([account], a.last_realtime_ingest_ms / 1000)
+        gaps.add_metric([account], len(a.open_gaps))
+        outstanding.add_metric([account], len(a.outstanding_requests))
+        if a.backfill_blocked:
+            blocked.add_metric([account, a.backfill_blocked], 1)
+        if a.backfill_next_eligible_ms is not None:
+            next_backfill.add_metric([account], a.backfill_next_eligible_ms / 1000)
     yield from (ingested, receipts, mutations, rejected, capture, held, dead, restarts, pending, backlog, oldest, state, progress,
-                chunks, capability, last_ingest)
+                chunks, capability, last_ingest, gaps, outstanding, blocked, next_backfill)

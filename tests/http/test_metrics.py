@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.http.conftest import Serve
 from tests.http.fakes import fetch as get
+from wadaemon.domain import SyncGap
 from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import StoreError, StoreUnavailable
@@ -40,6 +41,9 @@ def fill(board: DaemonStatus) -> None:
     a.journal_backlog, a.journal_oldest_pending_ms = 4, 1_704_164_645_000 - 30_000
     a.history_request_capability = "available"
     a.last_realtime_ingest_ms = 1_704_164_640_000
+    a.open_gaps = [SyncGap(from_ms=1, to_ms=2, reason="restart")]
+    a.outstanding_requests = ["t1", "t2"]
+    a.backfill_blocked = "cooldown"
     board.account("shop-b")  # connecting, nothing yet
 
 
@@ -66,6 +70,9 @@ def test_metrics_expose_the_board_and_pass_promtool(serve: Serve, board: DaemonS
     assert found[("wadaemon_account_state", (*a, ("state", "connecting")))] == 0
     assert found[("wadaemon_history_requests_available", a)] == 1
     assert found[("wadaemon_last_realtime_ingest_timestamp_seconds", a)] == 1_704_164_640
+    assert found[("wadaemon_sync_gaps_open", a)] == 1
+    assert found[("wadaemon_history_requests_outstanding", a)] == 2
+    assert found[("wadaemon_backfill_blocked", (*a, ("reason", "cooldown")))] == 1
     assert found[("wadaemon_mode", (("mode", "active"),))] == 1
     assert found[("wadaemon_accounts", ())] == 2
 

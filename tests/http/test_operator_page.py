@@ -12,7 +12,7 @@ import pytest
 from tests.http.conftest import NOW_S, Serve
 from tests.http.fakes import FakeStore, fetch
 from wadaemon.config import Settings
-from wadaemon.domain import AccountDoc, AutoBackfillStatus, RecentSyncResult, ThreadDoc
+from wadaemon.domain import AccountDoc, AutoBackfillStatus, RecentSyncResult, SyncGap, ThreadDoc
 from wadaemon.http.operator_page import backfill_words, recent_sync_words
 from wadaemon.status import AccountStatus, DaemonStatus
 
@@ -42,6 +42,10 @@ def board_with(board: DaemonStatus, account: str = "shop-a") -> AccountStatus:
     status.journal_oldest_pending_ms = int((NOW_S - 5) * 1000)
     status.last_realtime_ingest_ms = int((NOW_S - 2) * 1000)
     status.last_error = EVIL
+    status.open_gaps = [SyncGap(from_ms=int((NOW_S - 600) * 1000), to_ms=int((NOW_S - 480) * 1000),
+                                reason=EVIL)]
+    status.backfill_blocked = "cooldown"
+    status.backfill_next_eligible_ms = int((NOW_S + 120) * 1000)
     return status
 
 
@@ -70,7 +74,9 @@ def test_everything_from_whatsapp_is_escaped(serve: Serve, board: DaemonStatus) 
     reply = fetch(serve(store=store, clock=lambda: NOW_S).port, "/")
     page = reply.raw.decode()
     assert "<script>alert" not in page
-    assert page.count(html.escape(EVIL, quote=True)) == 3  # owner, thread name, last error
+    assert page.count(html.escape(EVIL, quote=True)) == 4  # owner, thread name, last error, gap
+    assert "1 open</span>" in page
+    assert "scheduler: cooldown until 2024-01-02 03:06:05Z (in 2min)" in page
     assert "secret message text" not in page  # no message text on the ops page
     assert "2024-01-02 03:03:05Z (60s ago)" in page
     # The only script is the page's own, allowed by its hash.

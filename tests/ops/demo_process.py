@@ -27,7 +27,7 @@ import os, signal, sys, time
 
 def block(signum, frame):
     with open(os.environ["MARKS"], "a") as marks:
-        marks.write("blocked\\n")
+        marks.write(f"blocked {time.time()}\\n")
     time.sleep(float(os.environ.get("BLOCK_S", "3")))
     with open(os.environ["MARKS"], "a") as marks:
         marks.write("unblocked\\n")

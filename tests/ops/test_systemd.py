@@ -108,7 +108,7 @@ def test_daemon_speaks_sd_notify_and_a_blocked_loop_stops_the_watchdog(
         for _ in range(5):
             systemd.wait_for("WATCHDOG", 2)
         pings = [t for t, f in systemd.received[first:] if "WATCHDOG" in f]
-        assert max(b - a for a, b in itertools.pairwise(pings)) < 1.0
+        assert max(b - a for a, b in itertools.pairwise(pings)) < 2.0
 
         # STATUS summarises accounts and backlog; it converges to both accounts connected.
         def status_says_connected() -> bool:
@@ -121,8 +121,10 @@ def test_daemon_speaks_sd_notify_and_a_blocked_loop_stops_the_watchdog(
         daemon.process.send_signal(10)  # SIGUSR1
         daemon.wait_until("the loop to block", lambda: daemon.marks.exists()
                           and "blocked" in daemon.marks.read_text())
-        systemd.drain()
-        window_end = time.monotonic() + BLOCK_S - 1.0
+        systemd.drain()  # pings sent before the block began
+        blocked_at = float(daemon.marks.read_text().split()[1])  # wall clock, same machine
+        window_end = time.monotonic() + (blocked_at + BLOCK_S - 0.5 - time.time())
+        assert window_end - time.monotonic() > 1.0, "the test noticed the block too late"
         assert daemon.get("/health")[0] == 200
         while (left := window_end - time.monotonic()) > 0:
             fields = systemd.receive(left)

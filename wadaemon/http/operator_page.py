@@ -279,9 +279,9 @@ def _account(a: AccountStatus, stored: StoredAccount | None, data: PageData) -> 
          + f" · {a.realtime_written} messages since start"),
         ("pending updates", f"{a.pending_receipts} receipts, {a.pending_mutations} edits/reactions "
                             "waiting for their message"),
-        ("backfill", f"<span class={css}>{e(backfill)}</span>"),
+        ("backfill", f"<span class={css}>{e(backfill)}</span>" + _scheduler(a, now)),
         ("recent-sync", e(recent_sync_words(doc, data.settings, now))),
-        ("gaps", "—"),
+        ("gaps", _gaps(a, now)),
     ]
     if a.last_error:
         rows.append(("last error", f"<span class=bad>{e(a.last_error)}</span>"))
@@ -290,6 +290,29 @@ def _account(a: AccountStatus, stored: StoredAccount | None, data: PageData) -> 
     body = "".join(f"<dt>{e(k)}</dt><dd>{v}</dd>" for k, v in rows)
     return (f"<section class=account data-account='{e(a.account_id)}'>"
             f"<h2>{e(a.account_id)}</h2><dl>{body}</dl>{_threads(a.account_id, stored, data)}</section>")
+
+
+def _scheduler(a: AccountStatus, now_s: float) -> str:
+    """The auto-backfill scheduler's own view (memory): why it waits and until when."""
+    if not a.backfill_blocked:
+        return ""
+    until = (f" until {when(a.backfill_next_eligible_ms / 1000, now_s)}"
+             if a.backfill_next_eligible_ms is not None else "")
+    holder = f" (lock held by {a.backfill_lock_holder})" if a.backfill_lock_holder else ""
+    requests = (f"; {len(a.outstanding_requests)} history requests outstanding"
+                if a.outstanding_requests else "")
+    return f"<br><small>scheduler: {e(a.backfill_blocked.replace('_', ' '))}{e(until)}{e(holder)}{e(requests)}</small>"
+
+
+def _gaps(a: AccountStatus, now_s: float) -> str:
+    if not a.open_gaps:
+        next_run = (f"; next recent-sync {when(a.recent_sync_next_ms / 1000, now_s)}"
+                    if a.recent_sync_next_ms is not None else "")
+        return f"<span class=ok>none open</span>{e(next_run)}"
+    spans = "".join(f"<li>{e(when(g.from_ms / 1000, now_s))} → {e(when(g.to_ms / 1000, now_s))}: {e(g.reason)}</li>"
+                    for g in a.open_gaps[:5])
+    more = f"<li>… {len(a.open_gaps) - 5} more</li>" if len(a.open_gaps) > 5 else ""
+    return f"<span class=warn>{len(a.open_gaps)} open</span><ul>{spans}{more}</ul>"
 
 
 def _threads(account_id: str, stored: StoredAccount | None, data: PageData) -> str:
