@@ -314,8 +314,9 @@ INTERRUPTED = ("wadaemon: interrupted before the journal was drained; what is le
 
 
 def _not_owned(account_id: str) -> int:
-    print(f"wadaemon: account {account_id} is run by another instance (its ownership lease is held): "
-          "stop that instance first", file=sys.stderr)
+    print(f"wadaemon: account {account_id} could not be taken here: another instance holds its ownership "
+          "lease (stop that instance first), or the store did not answer (see the log above); "
+          "nothing was read from the input", file=sys.stderr)
     return 2
 
 

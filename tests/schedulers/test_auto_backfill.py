@@ -316,7 +316,7 @@ def test_recent_sync_flag_leaves_its_actor_out(tmp_path: Path, env: dict[str, st
     settings: Settings = load_settings({"WADAEMON_DATA_DIR": str(tmp_path), "INSTANCE_ID": "i", **env})
     daemon = Daemon(settings, SqliteStore(tmp_path / "s.sqlite"), [], lambda a: None, serve=False)  # type: ignore[arg-type,return-value]
     names = {spec.name for spec in daemon._children()}
-    assert names - {"accounts", "control"} == expected
+    assert names - {"accounts", "control", "ownership"} == expected
 
 
 @pytest.mark.parametrize("flag", ["WHATSAPP_AUTO_BACKFILL_ENABLED", "AUTO_BACKFILL_ENABLED"])

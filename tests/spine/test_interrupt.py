@@ -131,10 +131,17 @@ def test_replay_stops_on_one_signal_with_the_store_frozen(firestore_emulator: Fi
     finally:
         firestore_emulator.resume()
     log = out.read_text()
-    assert child.returncode == 130, log[-3000:]
     assert elapsed < 20, log[-3000:]
+    journal_file = tmp_path / "data" / "journal" / "acct.sqlite"
+    if child.returncode == 2:
+        # The store was frozen before the account's ownership lease could be taken: the replay
+        # says so and stops at once, having read nothing from the capture file.
+        assert "or the store did not answer" in log, log[-3000:]
+        assert not journal_file.exists() or Journal(journal_file, max_backlog=100_000).backlog() == 0
+        return
+    assert child.returncode == 130, log[-3000:]
     assert "interrupted before the journal was drained" in log
-    journal = Journal(tmp_path / "data" / "journal" / "acct.sqlite", max_backlog=100_000)
+    journal = Journal(journal_file, max_backlog=100_000)
     try:
         assert journal.backlog() > 0
     finally:

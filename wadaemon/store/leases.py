@@ -1,6 +1,6 @@
 """Lease documents and the rules that decide every lease operation, once for both adapters.
 
-Three kinds of lease share one pattern (SPEC §1, Locks)::
+Three kinds of lease share one pattern (docs/data-model.md, Locks)::
 
     account       whatsapp_account_leases/{accountId}   ownerId, expiresAtMs, acquiredAt, epoch
     backfill      whatsapp_backfill_locks/{accountId}   ownerId, expiresAtMs, startedAt
