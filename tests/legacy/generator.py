@@ -25,6 +25,7 @@ P1_LID = "111111@lid"
 P2 = "40722222222@s.whatsapp.net"
 P2_LID = "222222@lid"
 P3_LID = "333333@lid"
+P6_LID = "666666@lid"
 P4 = "40744444444@s.whatsapp.net"
 P5 = "40755555555@s.whatsapp.net"
 GROUP = "120363000000000001@g.us"
@@ -112,6 +113,8 @@ def scenario() -> dict[str, dict[str, Any]]:
     })
     # P3 by LID, number unknown anywhere: stays a LID thread.
     thread(P3_LID, {"displayName": "Cristi", "isLid": True}, {"m9": _inbound("m9", P3_LID, 40, "p3")})
+    # A contact known only by LID, with no name anywhere.
+    thread(P6_LID, {"isLid": True}, {"m12": _inbound("m12", P6_LID, 45, "who am i")})
     # Receipts addressed by the raw device JID created orphan documents in a third thread.
     # (No thread document: the old receipt path wrote only the message documents.)
     raw = "40711111111:12@s.whatsapp.net"

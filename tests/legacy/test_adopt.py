@@ -76,7 +76,7 @@ def test_adoption_leaves_the_known_correct_database(legacy_db: FirestoreStore) -
     threads = {path.split("/")[1]: f for path, f in snap.items() if path.count("/") == 1 and path.startswith("threads/")}
 
     # One thread per person; the LID, raw-JID and c.us threads are gone.
-    assert set(threads) == {g.tid(j) for j in (g.P1, g.P2, g.P3_LID, g.P4, g.P5, g.GROUP)} | {
+    assert set(threads) == {g.tid(j) for j in (g.P1, g.P2, g.P3_LID, g.P4, g.P5, g.GROUP, g.P6_LID)} | {
         g.tid("40766666666@s.whatsapp.net", g.OTHER)}
     p1 = messages_of(snap, g.tid(g.P1))
     assert set(p1) == {"m1", "m2", "m3", "m4", "m5", "WA1", "WA2", "req-3", "m6", "m7"}
@@ -115,6 +115,8 @@ def test_adoption_leaves_the_known_correct_database(legacy_db: FirestoreStore) -
     assert threads[g.tid(g.P2)]["aliasJids"] == [g.P2_LID] and threads[g.tid(g.P2)]["displayName"] == "Bogdan"
     assert set(messages_of(snap, g.tid(g.P3_LID))) == {"m9"}
     assert set(messages_of(snap, g.tid(g.P4))) == {"m10"}
+    # A contact with no name and no number gets the daemon's honest placeholder (else hidden).
+    assert threads[g.tid(g.P6_LID)]["displayName"] == "Contact \u20266666"
     # A thread with no message has no summary; the group's stale lastMessageText is put right.
     assert "lastMessageAt" not in threads[g.tid(g.P5)] and "lastMessageAtMs" not in threads[g.tid(g.P5)]
     assert threads[g.tid(g.GROUP)]["lastMessageText"] == "standup"

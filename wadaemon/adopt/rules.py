@@ -35,6 +35,7 @@ from wadaemon.domain import (
 )
 from wadaemon.identity import is_lid, is_pn, normalise_jid, phone_e164
 from wadaemon.records import preview_of
+from wadaemon.store.merge import placeholder_name
 
 MESSAGE_TYPES: Final = frozenset(get_args(MessageType))
 SYNC_SOURCES: Final = frozenset(get_args(SyncSource))
@@ -145,11 +146,7 @@ def conform_thread(fields: Mapping[str, Any], *, account_id: str, client_jid: st
     after["clientJid"] = client_jid
     for name in ("redirectTo", "canonicalThreadId", "isLid"):
         after.pop(name, None)
-    shown = after.get("displayName")
-    if not isinstance(shown, str) or not shown:
-        fallback = next((after[k] for k in ("name", "pushName", "groupSubject", "lastMessageSenderName")
-                         if isinstance(after.get(k), str) and after[k]), "")
-        after["displayName"] = fallback
+    after["displayName"] = known_name(after)
     after["isGroup"] = client_jid.endswith("@g.us")
     aliases = after.get("aliasJids")
     after["aliasJids"] = list(dict.fromkeys(a for a in aliases if isinstance(a, str))) if isinstance(aliases, list) else []
@@ -159,6 +156,8 @@ def conform_thread(fields: Mapping[str, Any], *, account_id: str, client_jid: st
     if phone:
         after["phoneE164"] = phone
         after["normalizedPhone"] = phone
+    elif not after["displayName"]:
+        after["displayName"] = placeholder_name(client_jid)  # else the inbox hides it (no name, no phone)
     for name in ("phoneE164", "normalizedPhone", "profilePictureUrl", "photoUrl", "avatarUrl"):
         if name in after and not isinstance(after[name], str):
             after.pop(name)  # the inbox hard-casts these to String
@@ -170,6 +169,15 @@ def conform_thread(fields: Mapping[str, Any], *, account_id: str, client_jid: st
             else:
                 after[name] = stamp
     return after
+
+
+def known_name(fields: Mapping[str, Any]) -> str:
+    """The thread's name as the old backend stored it under any of the names the inbox reads."""
+    for name in ("displayName", "name", "pushName", "groupSubject", "lastMessageSenderName"):
+        value = fields.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def with_alias(fields: Mapping[str, Any], alias: str) -> dict[str, Any]:

@@ -417,9 +417,8 @@ class Adopter:
         base = target.fields if target.exists else {
             k: v for k, v in source.fields.items() if k not in rules.LEGACY_THREAD_MARKERS}
         after = rules.conform_thread(base, account_id=account_id, client_jid=target_jid)
-        if not after.get("displayName"):
-            after["displayName"] = rules.conform_thread(source.fields, account_id=account_id,
-                                                        client_jid=target_jid)["displayName"]
+        if rules.known_name(source.fields) and (not target.exists or not rules.known_name(target.fields)):
+            after["displayName"] = rules.known_name(source.fields)
         for alias in [*source.fields.get("aliasJids", []), source_jid]:
             if isinstance(alias, str) and alias and rules.clean_jid(alias) != target_jid:
                 after = rules.with_alias(after, alias)
