@@ -72,7 +72,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -277,6 +277,21 @@ class Journal:
     def _guard(self) -> _CorruptionGuard:
         return _CorruptionGuard(self.path)
 
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` … ``COMMIT`` on the writer, rolled back on any error, inside
+        the corruption guard; raises JournalClosed when closed. The caller holds ``_changed``."""
+        self._check_open()
+        with self._guard():
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+                self._writer.execute("COMMIT")
+            except BaseException:
+                if self._writer.in_transaction:
+                    self._writer.execute("ROLLBACK")
+                raise
+
     # -- intake (foreign thread) -------------------------------------------------------------
 
     def append(self, raw: RawEvent) -> int:
@@ -343,19 +358,10 @@ class Journal:
         if not params:
             return 0
         with self._changed:
-            if self._closed:
-                raise JournalClosed(f"journal {self.path} is closed")
-            with self._guard():
-                self._writer.execute("BEGIN IMMEDIATE")
-                try:
-                    cur = self._writer.executemany("DELETE FROM entries WHERE seq = ?", params)
-                    removed = cur.rowcount
-                    self._writer.executemany("DELETE FROM history_counted WHERE seq = ?", params)
-                    self._writer.execute("COMMIT")
-                except BaseException:
-                    if self._writer.in_transaction:
-                        self._writer.execute("ROLLBACK")
-                    raise
+            with self._write_transaction():
+                cur = self._writer.executemany("DELETE FROM entries WHERE seq = ?", params)
+                removed = cur.rowcount
+                self._writer.executemany("DELETE FROM history_counted WHERE seq = ?", params)
             self._backlog -= removed
             if self._backlog == 0:
                 self._empty_ms = _wall_ms()
@@ -382,23 +388,15 @@ class Journal:
     def count_history(self, seq: int, delta: HistoryTotals) -> HistoryTotals:
         """Add ``delta`` (one chunk's counts) to the totals unless entry ``seq`` was counted
         already; the totals after."""
-        with self._changed, self._guard():
-            self._check_open()
-            self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                self._writer.execute("INSERT OR IGNORE INTO history_totals (id, chunks, saved, skipped, errors, total) "
-                                     "VALUES (1, 0, 0, 0, 0, 0)")
-                if self._writer.execute("INSERT OR IGNORE INTO history_counted (seq) VALUES (?)", (seq,)).rowcount:
-                    self._writer.execute(
-                        "UPDATE history_totals SET chunks = chunks + ?, saved = saved + ?, skipped = skipped + ?, "
-                        "errors = errors + ?, total = total + ? WHERE id = 1", msgspec.structs.astuple(delta))
-                row = self._writer.execute(
-                    "SELECT chunks, saved, skipped, errors, total FROM history_totals WHERE id = 1").fetchone()
-                self._writer.execute("COMMIT")
-            except BaseException:
-                if self._writer.in_transaction:
-                    self._writer.execute("ROLLBACK")
-                raise
+        with self._changed, self._write_transaction():
+            self._writer.execute("INSERT OR IGNORE INTO history_totals (id, chunks, saved, skipped, errors, total) "
+                                 "VALUES (1, 0, 0, 0, 0, 0)")
+            if self._writer.execute("INSERT OR IGNORE INTO history_counted (seq) VALUES (?)", (seq,)).rowcount:
+                self._writer.execute(
+                    "UPDATE history_totals SET chunks = chunks + ?, saved = saved + ?, skipped = skipped + ?, "
+                    "errors = errors + ?, total = total + ? WHERE id = 1", msgspec.structs.astuple(delta))
+            row = self._writer.execute(
+                "SELECT chunks, saved, skipped, errors, total FROM history_totals WHERE id = 1").fetchone()
         return HistoryTotals(*row)
 
     def _write_watermark(self) -> None:
@@ -412,21 +410,12 @@ class Journal:
         """Move entry ``seq`` to the dead letters with ``error`` (module docstring); False when
         it is not pending (already done or already set aside)."""
         with self._changed:
-            if self._closed:
-                raise JournalClosed(f"journal {self.path} is closed")
-            with self._guard():
-                self._writer.execute("BEGIN IMMEDIATE")
-                try:
-                    self._writer.execute(
-                        "INSERT OR IGNORE INTO dead_letters (seq, name, data, received_ms, error, set_aside_ms) "
-                        "SELECT seq, name, data, received_ms, ?, ? FROM entries WHERE seq = ?",
-                        (error, self._now_ms(), seq))
-                    removed = self._writer.execute("DELETE FROM entries WHERE seq = ?", (seq,)).rowcount
-                    self._writer.execute("COMMIT")
-                except BaseException:
-                    if self._writer.in_transaction:
-                        self._writer.execute("ROLLBACK")
-                    raise
+            with self._write_transaction():
+                self._writer.execute(
+                    "INSERT OR IGNORE INTO dead_letters (seq, name, data, received_ms, error, set_aside_ms) "
+                    "SELECT seq, name, data, received_ms, ?, ? FROM entries WHERE seq = ?",
+                    (error, self._now_ms(), seq))
+                removed = self._writer.execute("DELETE FROM entries WHERE seq = ?", (seq,)).rowcount
             self._backlog -= removed
             self._changed.notify_all()
         return removed > 0
@@ -449,23 +438,14 @@ class Journal:
         """Put every dead letter back in the queue (new seqs, original ``received_ms``), in one
         transaction. Returns how many."""
         with self._changed:
-            if self._closed:
-                raise JournalClosed(f"journal {self.path} is closed")
-            with self._guard():
-                self._writer.execute("BEGIN IMMEDIATE")
-                try:
-                    moved = self._writer.execute(
-                        "INSERT INTO entries (name, data, received_ms) "
-                        "SELECT name, data, received_ms FROM dead_letters ORDER BY seq").rowcount
-                    self._writer.execute("DELETE FROM dead_letters")
-                    last = self._writer.execute(
-                        "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'entries'), 0)"
-                    ).fetchone()[0]
-                    self._writer.execute("COMMIT")
-                except BaseException:
-                    if self._writer.in_transaction:
-                        self._writer.execute("ROLLBACK")
-                    raise
+            with self._write_transaction():
+                moved = self._writer.execute(
+                    "INSERT INTO entries (name, data, received_ms) "
+                    "SELECT name, data, received_ms FROM dead_letters ORDER BY seq").rowcount
+                self._writer.execute("DELETE FROM dead_letters")
+                last = self._writer.execute(
+                    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'entries'), 0)"
+                ).fetchone()[0]
             self._backlog += moved
             self._last_seq = int(last)
             self._write_watermark()
