@@ -161,13 +161,7 @@ def conform_thread(fields: Mapping[str, Any], *, account_id: str, client_jid: st
     for name in ("phoneE164", "normalizedPhone", "profilePictureUrl", "photoUrl", "avatarUrl"):
         if name in after and not isinstance(after[name], str):
             after.pop(name)  # the inbox hard-casts these to String
-    for name in ("lastMessageAt", "lastInboundAt", "lastBackfillAt", "updatedAt"):
-        if name in after:
-            stamp = parse_time(after[name])
-            if stamp is None:
-                after.pop(name)
-            else:
-                after[name] = stamp
+    _normalise_times(after, ("lastMessageAt", "lastInboundAt", "lastBackfillAt", "updatedAt"))
     return after
 
 
@@ -178,6 +172,18 @@ def known_name(fields: Mapping[str, Any]) -> str:
         if isinstance(value, str) and value:
             return value
     return ""
+
+
+def _normalise_times(fields: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Each of ``names`` present becomes a timestamp (``parse_time``), or is dropped when it
+    holds nothing that reads as a time."""
+    for name in names:
+        if name in fields:
+            stamp = parse_time(fields[name])
+            if stamp is None:
+                fields.pop(name)
+            else:
+                fields[name] = stamp
 
 
 def with_alias(fields: Mapping[str, Any], alias: str) -> dict[str, Any]:
@@ -277,13 +283,7 @@ def conform_message(
             after.pop("syncSource", None)
         else:
             after["syncSource"] = mapped
-    for name in _TIME_FIELDS:
-        if name in after:
-            when = parse_time(after[name])
-            if when is None:
-                after.pop(name)
-            else:
-                after[name] = when
+    _normalise_times(after, _TIME_FIELDS)
     if "deleted" in after and not isinstance(after["deleted"], bool):
         after["deleted"] = bool(after["deleted"])
     reactions = after.get("reactions")
