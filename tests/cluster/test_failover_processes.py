@@ -61,8 +61,11 @@ class Cluster:
             cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def signal(self, name: str, signum: int) -> int:
+        """Sends a signal; returns the time just *before* it was sent: a resumed process may
+        log before this process runs again, so a time taken after would be too late."""
+        at = now_ms()
         self.processes[name].send_signal(signum)
-        return now_ms()
+        return at
 
     def stop_all(self) -> None:
         for process in self.processes.values():
@@ -164,6 +167,7 @@ def test_kill_stop_and_term_fail_over_within_bounds_and_never_overlap(
 
             # --- SIGSTOP b past its lease: c takes its accounts; b, resumed, closes its stale sockets.
             frozen = held_by(cluster, "b") - lost
+            assert frozen, f"b runs nothing of its own to freeze: {cluster.open_sockets()}"
             stopped = cluster.signal("b", signal.SIGSTOP)
             cluster.wait("b's accounts to run on c",
                          lambda: all("c" in cluster.open_sockets()[x] for x in frozen), LEASE_S + 10)
