@@ -144,7 +144,7 @@ def _adopt(settings: Settings, accounts: list[str], *, apply: bool, rate: float,
     from wadaemon.adopt.runner import Adopter, Progress, format_report
     from wadaemon.store import open_store
     from wadaemon.store.legacy import open_legacy
-    from wadaemon.whatsapp.lid_store import lid_mappings
+    from wadaemon.whatsapp.sessions import open_sessions
 
     store = open_store(settings)
     try:
@@ -153,7 +153,7 @@ def _adopt(settings: Settings, accounts: list[str], *, apply: bool, rate: float,
             print("wadaemon adopt: the embedded store holds no legacy data (the old backend only wrote "
                   "Firestore): nothing to adopt", file=sys.stderr)
             return 0
-        sessions = settings.data_dir / "sessions"
+        sessions = open_sessions(settings)
 
         shown = [0.0]
 
@@ -166,7 +166,7 @@ def _adopt(settings: Settings, accounts: list[str], *, apply: bool, rate: float,
                   f"{p.documents} documents, {p.writes} writes{eta}", file=sys.stderr, flush=True)
 
         adopter = Adopter(legacy, apply=apply, rate=rate, progress=progress,
-                          lid_map=lambda account: lid_mappings(sessions / f"{account}.db"))
+                          lid_map=sessions.lid_mappings)
         reports = []
         for account in accounts or legacy.account_ids():
             report = adopter.adopt_account(account)

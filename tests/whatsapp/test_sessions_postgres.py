@@ -111,3 +111,15 @@ def test_the_transport_is_given_the_account_database_and_its_own_client_key(data
     assert transport.session.client_key == "wadaemon:shop-ro"
     # Unpaired: start() reports it instead of connecting (no QR loop, no network).
     assert transport.session.paired_jid() == ""
+
+
+def test_adoption_reads_the_lid_pairs_whatsmeow_learned_from_postgres(database: str) -> None:
+    sessions = PostgresSessions(database)
+    open_with_neonize(sessions.session("shop-ro").name)  # whatsmeow creates whatsmeow_lid_map
+    with contextlib.closing(psycopg.connect(sessions.session("shop-ro").name, autocommit=True)) as db:
+        db.execute("INSERT INTO whatsmeow_lid_map (lid, pn) VALUES ('123456789012345', '40711111111')")
+    sessions.session("never-opened").prepare()  # registered, its database empty
+    assert sessions.lid_mappings("shop-ro") == {"123456789012345@lid": "40711111111@s.whatsapp.net"}
+    assert sessions.lid_mappings("never-opened") == {}
+    assert sessions.lid_mappings("unknown") == {}
+    assert sessions.paired_accounts() == []  # reading pairs registered nothing new

@@ -4,7 +4,9 @@ whatsmeow records every pair it learns in its session database, table
 ``whatsmeow_lid_map(lid, pn)``, holding the *user* parts (``123456789`` and ``40712345678``;
 full JIDs are accepted too). Adoption (``wadaemon adopt``) needs these pairs for accounts that
 are not running, so it reads the table directly, read-only: no neonize client is started and
-nothing is written. A session file without the table (never connected) has no pairs.
+nothing is written. A session without the table (never connected) has no pairs. This module
+reads session files; ``wadaemon.whatsapp.sessions`` reads the same table in PostgreSQL and
+turns its rows into JIDs with ``pairs_to_jids``.
 """
 
 from __future__ import annotations
@@ -34,4 +36,9 @@ def lid_mappings(session_db: Path) -> dict[str, str]:
         return {}
     finally:
         db.close()
+    return pairs_to_jids(rows)
+
+
+def pairs_to_jids(rows: list[tuple[object, object]]) -> dict[str, str]:
+    """``whatsmeow_lid_map`` rows as ``{lid JID: phone-number JID}`` (empty parts skipped)."""
     return {_jid(str(lid), LID_SERVER): _jid(str(pn), PN_SERVER) for lid, pn in rows if lid and pn}

@@ -19,7 +19,9 @@ Several machines running instances then see the same sessions; which instance *u
 decided by the account's ownership lease (``wadaemon.cluster``), never by the session store.
 
 "Paired" means the account's ``whatsmeow_device`` table has a row with a JID (whatsmeow deletes
-it on logout), read with plain SQL: no neonize, no Go, no connection to WhatsApp.
+it on logout), read with plain SQL: no neonize, no Go, no connection to WhatsApp. The LID pairs
+whatsmeow learned (``whatsmeow_lid_map``, which ``wadaemon adopt`` needs) are read the same way,
+from either kind of store.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from wadaemon.config import Settings
 from wadaemon.identity import normalise_jid
+from wadaemon.whatsapp import lid_store
 
 log = logging.getLogger("wadaemon.sessions")
 
@@ -68,6 +71,10 @@ class SessionStore(Protocol):
     def session(self, account_id: str) -> Session: ...
 
     def paired_accounts(self) -> list[str]: ...
+
+    def lid_mappings(self, account_id: str) -> dict[str, str]:
+        """``{lid JID: phone-number JID}`` that whatsmeow learned for the account ({} if none)."""
+        ...
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -110,6 +117,9 @@ class FileSessions:
 
     def session(self, account_id: str) -> FileSession:
         return FileSession(account_id, self.directory / f"{account_id}.db")
+
+    def lid_mappings(self, account_id: str) -> dict[str, str]:
+        return lid_store.lid_mappings(self.session(account_id).path)
 
     def paired_accounts(self) -> list[str]:
         if not self.directory.is_dir():
@@ -217,6 +227,25 @@ class PostgresSessions:
 
     def paired_accounts(self) -> list[str]:
         return sorted(self.paired_jids())
+
+    def lid_mappings(self, account_id: str) -> dict[str, str]:
+        """Read from the account's database if it has one; nothing is created or written."""
+        import psycopg
+
+        with closing(_connect(self.url)) as db:
+            row = db.execute(f"SELECT database_name FROM {REGISTRY} WHERE account_id = %s",
+                             (account_id,)).fetchone()
+        if row is None:
+            return {}
+        try:
+            with closing(_connect(_with_database(self.url, str(row[0])))) as db:
+                if db.execute("SELECT to_regclass('whatsmeow_lid_map')").fetchone()[0] is None:
+                    return {}
+                rows = db.execute("SELECT lid, pn FROM whatsmeow_lid_map").fetchall()
+        except psycopg.Error as exc:
+            log.warning("[sessions] accountId=%s LID pairs unreadable: %s", account_id, exc)
+            return {}
+        return lid_store.pairs_to_jids(rows)
 
 
 def open_sessions(settings: Settings) -> SessionStore:
