@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 
 from wadaemon.config import Settings, load_settings
-from wadaemon.daemon import Daemon
+from wadaemon.daemon import Daemon, fixed_transports
 from wadaemon.domain import MessageDoc, ThreadDoc
 from wadaemon.store.contract import Store
 from wadaemon.whatsapp.simphone import SimPhone
@@ -25,7 +25,7 @@ async def running(settings: Settings, store: Store, transports: dict[str, Transp
                   serve: bool = False) -> AsyncIterator[Daemon]:
     """The daemon, started (tree up) for the body, stopped after it; ``serve``: with its HTTP
     server (give ``PORT`` a free loopback port)."""
-    daemon = Daemon(settings, store, list(transports), transports.__getitem__, serve=serve)
+    daemon = Daemon(settings, store, list(transports), fixed_transports(transports), serve=serve)
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.run)
         try:
