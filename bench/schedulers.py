@@ -78,11 +78,11 @@ async def _backfill(store: Store, data: Path, threads: int) -> dict[str, Any]:
         with trio.fail_after(600):
             await done.wait()
         seconds = time.perf_counter() - started
-        requests = daemon.accounts["bf"].requests.asked
+        requests = daemon.board.account("bf").history_requests_sent
         # Recent-sync over the same (gap-free: first start) account: no request.
         before = requests
         await daemon.recent_sync.tick()
-        no_gap_requests = daemon.accounts["bf"].requests.asked - before
+        no_gap_requests = daemon.board.account("bf").history_requests_sent - before
     status = final[0]
     messages = status.messages or 0
     return {"threads": threads, "messages": messages, "seconds": seconds, "msgs_per_s": messages / seconds,

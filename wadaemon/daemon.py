@@ -123,8 +123,8 @@ class Daemon:
             timing=LeaseTiming.of(settings), accounts=universe,
             pinned=settings.accounts,
         )
-        self.auto_backfill = AutoBackfill(settings, self.runner, self, clock=self.clock)
-        self.recent_sync = RecentSync(settings, self.runner, self, clock=self.clock)
+        self.auto_backfill = AutoBackfill(settings, self.runner, self, board=self.board, clock=self.clock)
+        self.recent_sync = RecentSync(settings, self.runner, self, board=self.board, clock=self.clock)
         # The same (dynamic) mapping: an account is sendable exactly while it runs here.
         self.control = DaemonActions(
             self.accounts, OutboundLedger(settings.data_dir / "outbound.sqlite"),

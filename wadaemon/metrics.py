@@ -23,9 +23,12 @@ bounded: ``account_id`` (the accounts this instance runs), ``source``, ``state``
 never the concrete path), ``status``. Never a thread, message or request id.
 
 The schedulers' view on the board (open gaps, outstanding history requests, why backfill
-waits) is exposed as gauges. Counters the board does not keep yet (backfill runs by result,
-history requests sent and answered, gaps closed, lease renewals failed) are added here once
-their actors count them on the board — ``BoardCollector.collect`` is the one place to extend.
+waits) is exposed as gauges, their work as counters the actors keep on the board: backfill
+runs by result, history requests sent / answered / timed out, gaps opened and closed. Leases
+are counted per instance, not per account (``LeaseCounts``): a lost account lease takes the
+account off the board, and the count must stay. ``BoardCollector.collect`` is the one place to
+extend; docs/install.md lists every family, and a test compares that table with what is
+collected here.
 """
 
 from __future__ import annotations
@@ -38,12 +41,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from wadaemon.status import AccountStatus, DaemonStatus, DiagSnapshot
+from wadaemon.status import AccountStatus, DaemonStatus, DiagSnapshot, LeaseCounts
 from wadaemon.store.contract import StoreError, StoreUnavailable
 
 #: The connection states of docs/data-model.md (``accounts/*.state``): each gets a 0/1 sample.
 ACCOUNT_STATES = ("pairing", "connecting", "connected", "disconnected", "logged_out")
 MODES = ("starting", "active", "passive", "stopping")
+#: ``wadaemon.store.contract.LeaseKind``: each gets a sample (0 until something happens).
+LEASE_KINDS = ("account", "backfill", "recent_sync")
 
 #: Store commits: sub-millisecond (SQLite) to seconds (Firestore under an outage).
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -119,6 +124,19 @@ def _instance(snapshot: DiagSnapshot) -> Iterator[Metric]:
     accounts = GaugeMetricFamily("wadaemon_accounts", "Accounts this instance runs")
     accounts.add_metric([], len(snapshot.accounts))
     yield accounts
+    yield from _leases(snapshot.leases)
+
+
+def _leases(leases: LeaseCounts) -> Iterator[Metric]:
+    held = GaugeMetricFamily("wadaemon_account_leases_held", "Account ownership leases this instance holds")
+    held.add_metric([], leases.account_leases_held)
+    failed = CounterMetricFamily("wadaemon_lease_renewals_failed",
+                                 "Lease renewals that raised a store error, by lease kind", labels=["lease"])
+    lost = CounterMetricFamily("wadaemon_leases_lost", "Leases lost while held, by lease kind", labels=["lease"])
+    for kind in LEASE_KINDS:
+        failed.add_metric([kind], leases.renewals_failed.get(kind, 0))
+        lost.add_metric([kind], leases.lost.get(kind, 0))
+    yield from (held, failed, lost)
 
 
 def _accounts(accounts: list[AccountStatus], now_s: float) -> Iterator[Metric]:
@@ -156,6 +174,13 @@ def _accounts(accounts: list[AccountStatus], now_s: float) -> Iterator[Metric]:
     blocked = gauge("wadaemon_backfill_blocked", "1 for why auto-backfill does not run now", ["reason"])
     next_backfill = gauge("wadaemon_backfill_next_eligible_timestamp_seconds",
                           "When auto-backfill may run next (epoch s)")
+    runs = counter("wadaemon_backfill_runs", "Auto-backfill runs by result (success or error code)", ["result"])
+    sent = counter("wadaemon_history_requests_sent", "On-demand history requests sent to the phone")
+    answered = counter("wadaemon_history_requests_answered",
+                       "On-demand history requests answered, in time or after their timeout", ["timing"])
+    timed_out = counter("wadaemon_history_requests_timed_out", "On-demand history requests not answered in time")
+    opened = counter("wadaemon_sync_gaps_opened", "Gaps recorded (spans whose events may be missing)")
+    closed = counter("wadaemon_sync_gaps_closed", "Gaps closed (left recent-sync's look-back window)")
     for a in accounts:
         account = a.account_id
         ingested.add_metric([account, "history_sync"], a.history.saved)
@@ -185,5 +210,14 @@ def _accounts(accounts: list[AccountStatus], now_s: float) -> Iterator[Metric]:
             blocked.add_metric([account, a.backfill_blocked], 1)
         if a.backfill_next_eligible_ms is not None:
             next_backfill.add_metric([account], a.backfill_next_eligible_ms / 1000)
+        for result, count in sorted(a.backfill_runs.items()):
+            runs.add_metric([account, result], count)
+        sent.add_metric([account], a.history_requests_sent)
+        answered.add_metric([account, "in_time"], a.history_requests_answered)
+        answered.add_metric([account, "late"], a.history_requests_answered_late)
+        timed_out.add_metric([account], a.history_requests_timed_out)
+        opened.add_metric([account], a.sync_gaps_opened)
+        closed.add_metric([account], a.sync_gaps_closed)
     yield from (ingested, receipts, mutations, rejected, capture, held, dead, restarts, pending, backlog, oldest, state, progress,
-                chunks, capability, last_ingest, gaps, outstanding, blocked, next_backfill)
+                chunks, capability, last_ingest, gaps, outstanding, blocked, next_backfill, runs, sent, answered,
+                timed_out, opened, closed)

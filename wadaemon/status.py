@@ -82,6 +82,28 @@ class AccountStatus(msgspec.Struct):
     open_gaps: list[SyncGap] = msgspec.field(default_factory=list)
     recent_sync_next_ms: int | None = None
 
+    # Counters of the schedulers' work since this instance began running the account (/metrics).
+    #: Auto-backfill runs by result: ``success`` or the run's error code (``lock_lost``,
+    #: ``store_unavailable`` …), and ``lock_busy`` (another instance held the lock).
+    #: Replaced whole by ``counted``, never mutated (snapshots copy shallowly).
+    backfill_runs: dict[str, int] = msgspec.field(default_factory=dict)
+    #: On-demand history requests sent; answered in time; answered after their timeout (the
+    #: answer is still stored); timed out.
+    history_requests_sent: int = 0
+    history_requests_answered: int = 0
+    history_requests_answered_late: int = 0
+    history_requests_timed_out: int = 0
+    #: Gaps recorded here (a restart, a disconnect, a damaged journal) and gaps closed (they left
+    #: recent-sync's look-back window).
+    sync_gaps_opened: int = 0
+    sync_gaps_closed: int = 0
+
+
+def counted(counts: dict[str, int], key: str, by: int = 1) -> dict[str, int]:
+    """``counts`` with ``key`` ``by`` higher, as a new dict: a snapshot taken meanwhile keeps the
+    old one intact (the HTTP thread may be reading it)."""
+    return {**counts, key: counts.get(key, 0) + by}
+
 
 #: A pipeline restarted this recently (and more than once) is in a restart loop for /health.
 RESTART_LOOP_WINDOW_MS = 120_000
@@ -125,6 +147,20 @@ def with_store_wait(status: AccountStatus, now_ms: int) -> AccountStatus:
     return msgspec.structs.replace(status, last_error=f"{note}; {status.last_error}" if status.last_error else note)
 
 
+class LeaseCounts(msgspec.Struct):
+    """This instance's leases (one ``Store`` lease kind each: ``account`` ownership, the
+    ``backfill`` lock, the ``recent_sync`` lease). Instance-wide, not per account: a lost
+    account lease stops the account, which leaves the board, and its count must not leave
+    with it."""
+
+    #: Account ownership leases held now.
+    account_leases_held: int = 0
+    #: Renewal attempts that raised a store error (the lease may still be held), by kind.
+    renewals_failed: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Leases lost while held (renewal refused, or not renewed before their deadline), by kind.
+    lost: dict[str, int] = msgspec.field(default_factory=dict)
+
+
 class DiagSnapshot(msgspec.Struct):
     ready: bool
     mode: Mode
@@ -133,6 +169,7 @@ class DiagSnapshot(msgspec.Struct):
     accounts: list[AccountStatus]
     supervision: Any = None
     cluster: ClusterView | None = None
+    leases: LeaseCounts = msgspec.field(default_factory=LeaseCounts)
 
 
 class DaemonStatus:
@@ -146,6 +183,7 @@ class DaemonStatus:
         self._accounts: dict[str, AccountStatus] = {}
         self._supervision: Callable[[], Any] | None = None
         self._cluster: ClusterView | None = None
+        self._leases = LeaseCounts()
 
     def set_mode(self, mode: Mode) -> None:
         with self._lock:
@@ -173,11 +211,28 @@ class DaemonStatus:
         with self._lock:
             self._cluster = view
 
+    def lease_renewal_failed(self, kind: str, leases: int = 1) -> None:
+        with self._lock:
+            self._leases.renewals_failed = counted(self._leases.renewals_failed, kind, leases)
+
+    def lease_lost(self, kind: str) -> None:
+        with self._lock:
+            self._leases.lost = counted(self._leases.lost, kind)
+
+    def set_account_leases_held(self, count: int) -> None:
+        with self._lock:
+            self._leases.account_leases_held = count
+
     def set_supervision(self, provider: Callable[[], Any]) -> None:
         """``provider`` returns the supervision tree's health snapshot (a msgspec Struct tree).
         It is called from the HTTP thread: it must only read."""
         with self._lock:
             self._supervision = provider
+
+    def has_account(self, account_id: str) -> bool:
+        """Whether this instance runs the account (cheaper than a snapshot: no copies)."""
+        with self._lock:
+            return account_id in self._accounts
 
     def snapshot(self) -> DiagSnapshot:
         with self._lock:
@@ -187,6 +242,7 @@ class DaemonStatus:
                         for a in self._accounts.values()]
             provider = self._supervision
             cluster = self._cluster
+            leases = msgspec.structs.replace(self._leases)
         supervision = provider() if provider is not None else None
         return DiagSnapshot(
             ready=mode in ("active", "passive"),
@@ -196,4 +252,5 @@ class DaemonStatus:
             accounts=sorted(accounts, key=lambda a: a.account_id),
             supervision=supervision,
             cluster=cluster,
+            leases=leases,
         )

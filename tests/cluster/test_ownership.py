@@ -12,10 +12,12 @@ import pytest
 import trio
 import trio.testing
 
+from tests.http.test_metrics import metric
 from wadaemon.cluster.fence import Fence
 from wadaemon.cluster.ownership import Ownership
 from wadaemon.cluster.share import Peer, preferred
 from wadaemon.cluster.timing import LeaseTiming
+from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store, StoreUnavailable
 from wadaemon.store.sqlite import SqliteStore
@@ -159,11 +161,17 @@ async def test_renew_deadline_stops_the_subtree_before_the_lease_expires(shared:
     async with trio.open_nursery() as nursery:
         a = Instance("a", store, runs, nursery, accounts=lambda: ACCOUNTS[:3])
         await nursery.start(a.run)
+        metrics = Metrics(a.board)
         await trio.sleep(10)
+        assert metric(metrics, "wadaemon_account_leases_held") == 3
         last_renewal = max(lease.expires_at_ms for lease in shared.list_account_leases()) - TIMING.lease_ms
         store.cut = True
         await trio.sleep(TIMING.lease_ms / 1000 + 1)
         assert runs.running("a") == set()
+        # Every renewal round while cut failed for the 3 leases; each lease was lost once.
+        assert metric(metrics, "wadaemon_lease_renewals_failed_total", lease="account") >= 3 * 3
+        assert metric(metrics, "wadaemon_leases_lost_total", lease="account") == 3
+        assert metric(metrics, "wadaemon_account_leases_held") == 0
         for _, _, _, end in runs.spans:
             assert end is not None
             stopped_ms = T0 + end * 1000
@@ -175,6 +183,7 @@ async def test_renew_deadline_stops_the_subtree_before_the_lease_expires(shared:
         store.cut = False
         await trio.sleep(1)
         assert runs.running("a") == set(ACCOUNTS[:3])
+        assert metric(metrics, "wadaemon_account_leases_held") == 3
         a.scope.cancel()
 
 
@@ -193,6 +202,10 @@ async def test_a_lease_taken_by_another_is_revoked_at_the_next_renewal(shared: S
         [span] = [s for s in runs.spans if s[0] == ACCOUNTS[0]]
         assert span[3] is not None and span[3] - taken_at <= TIMING.retry_period_ms / 1000
         assert shared.read_lease("account", ACCOUNTS[0]) == stolen  # a did not release someone else's lease
+        metrics = Metrics(a.board)
+        assert metric(metrics, "wadaemon_leases_lost_total", lease="account") == 1
+        assert metric(metrics, "wadaemon_lease_renewals_failed_total", lease="account") == 0  # refused: lost
+        assert metric(metrics, "wadaemon_account_leases_held") == 1
         a.scope.cancel()
 
 

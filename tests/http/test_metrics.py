@@ -3,6 +3,7 @@ for ``promtool check metrics`` (lint included), with bounded labels."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -11,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.http.conftest import Serve
 from tests.http.fakes import fetch as get
+from tests.ops.demo_process import REPO
 from wadaemon.domain import SyncGap
 from wadaemon.metrics import Metrics
 from wadaemon.status import DaemonStatus
@@ -31,6 +33,11 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+def metric(metrics: Metrics, name: str, **labels: str) -> float:
+    """One sample of a scrape of ``metrics`` (KeyError: not exposed)."""
+    return samples(metrics.exposition()[0].decode())[(name, tuple(sorted(labels.items())))]
+
+
 def fill(board: DaemonStatus) -> None:
     board.set_mode("active")
     a = board.account("shop-a")
@@ -44,6 +51,14 @@ def fill(board: DaemonStatus) -> None:
     a.open_gaps = [SyncGap(from_ms=1, to_ms=2, reason="restart")]
     a.outstanding_requests = ["t1", "t2"]
     a.backfill_blocked = "cooldown"
+    a.backfill_next_eligible_ms = 1_704_164_700_000
+    a.backfill_runs = {"success": 3, "lock_lost": 1}
+    a.history_requests_sent, a.history_requests_answered, a.history_requests_answered_late = 9, 6, 1
+    a.history_requests_timed_out = 2
+    a.sync_gaps_opened, a.sync_gaps_closed = 4, 3
+    board.set_account_leases_held(1)
+    board.lease_renewal_failed("account", 2)
+    board.lease_lost("backfill")
     board.account("shop-b")  # connecting, nothing yet
 
 
@@ -73,8 +88,48 @@ def test_metrics_expose_the_board_and_pass_promtool(serve: Serve, board: DaemonS
     assert found[("wadaemon_sync_gaps_open", a)] == 1
     assert found[("wadaemon_history_requests_outstanding", a)] == 2
     assert found[("wadaemon_backfill_blocked", (*a, ("reason", "cooldown")))] == 1
+    assert found[("wadaemon_backfill_next_eligible_timestamp_seconds", a)] == 1_704_164_700
+    assert found[("wadaemon_backfill_runs_total", (*a, ("result", "success")))] == 3
+    assert found[("wadaemon_backfill_runs_total", (*a, ("result", "lock_lost")))] == 1
+    assert found[("wadaemon_history_requests_sent_total", a)] == 9
+    assert found[("wadaemon_history_requests_answered_total", (*a, ("timing", "in_time")))] == 6
+    assert found[("wadaemon_history_requests_answered_total", (*a, ("timing", "late")))] == 1
+    assert found[("wadaemon_history_requests_timed_out_total", a)] == 2
+    assert found[("wadaemon_sync_gaps_opened_total", a)] == 4
+    assert found[("wadaemon_sync_gaps_closed_total", a)] == 3
     assert found[("wadaemon_mode", (("mode", "active"),))] == 1
     assert found[("wadaemon_accounts", ())] == 2
+    assert found[("wadaemon_account_leases_held", ())] == 1
+    assert found[("wadaemon_lease_renewals_failed_total", (("lease", "account"),))] == 2
+    assert found[("wadaemon_lease_renewals_failed_total", (("lease", "backfill"),))] == 0
+    assert found[("wadaemon_leases_lost_total", (("lease", "backfill"),))] == 1
+
+
+def doc_table() -> dict[str, tuple[str, set[str]]]:
+    """docs/install.md's metrics table: name -> (type, label names)."""
+    rows: dict[str, tuple[str, set[str]]] = {}
+    for line in (REPO / "docs" / "install.md").read_text().splitlines():
+        match = re.match(r"\| `(wadaemon_\w+)` \| (\w+) \|([^|]*)\|", line)
+        if match:
+            name, kind, labels = match.groups()
+            assert name not in rows, f"{name} listed twice"
+            rows[name] = (kind, {label.strip() for label in re.sub(r"\([^)]*\)", "", labels).split(",")
+                                 if label.strip()})
+    return rows
+
+
+def test_the_docs_list_every_metric_with_its_type_and_labels() -> None:
+    board = DaemonStatus("inst-1")
+    fill(board)
+    metrics = Metrics(board)
+    metrics.observe_write("upsert_messages", 0.01, StoreUnavailable("down"))
+    metrics.http_requests.labels("/health", "200").inc()
+    exposed: dict[str, tuple[str, set[str]]] = {}
+    for family in metrics.registry.collect():
+        assert family.samples, f"fill() leaves {family.name} without a sample: its labels go unchecked"
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        exposed[name] = (family.type, {label for s in family.samples for label in s.labels} - {"le"})
+    assert doc_table() == exposed
 
 
 def test_http_requests_are_counted_by_route_pattern_never_by_path(serve: Serve) -> None:

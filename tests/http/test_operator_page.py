@@ -12,9 +12,16 @@ import pytest
 from tests.http.conftest import NOW_S, Serve
 from tests.http.fakes import FakeStore, fetch
 from wadaemon.config import Settings
-from wadaemon.domain import AccountDoc, AutoBackfillStatus, RecentSyncResult, SyncGap, ThreadDoc
+from wadaemon.domain import (
+    AccountDoc,
+    AutoBackfillStatus,
+    InstanceDoc,
+    RecentSyncResult,
+    SyncGap,
+    ThreadDoc,
+)
 from wadaemon.http.operator_page import backfill_words, recent_sync_words
-from wadaemon.status import AccountStatus, DaemonStatus
+from wadaemon.status import AccountStatus, ClusterView, DaemonStatus
 
 EVIL = "<script>alert('x')</script>&\"quoted\""
 
@@ -63,6 +70,35 @@ def test_page_renders_from_memory_when_the_store_is_down(serve: Serve, board: Da
     assert "3</span> entries to commit" in page
     assert "Recent threads: store unreachable" in page
     assert not any(call.startswith(("get_account", "list_threads")) for call in fake_store.calls)
+
+
+def test_instance_list_renders_from_memory_when_the_store_is_down(serve: Serve, board: DaemonStatus,
+                                                                  fake_store: FakeStore) -> None:
+    board_with(board)
+    now_ms = int(NOW_S * 1000)
+    board.set_cluster(ClusterView(at_ms=now_ms - 20_000, leases=[], instances=[
+        InstanceDoc(instance_id="inst-1", heartbeat_at_ms=now_ms - 20_000, started_at_ms=now_ms - 3_600_000,
+                    version="0.1.0", accounts=["shop-a"]),
+        InstanceDoc(instance_id=EVIL, heartbeat_at_ms=now_ms - 600_000, started_at_ms=now_ms - 7_200_000,
+                    version="0.0.9", accounts=[f"acct-{i}" for i in range(12)], accepting=False)]))
+    fake_store.ping_result = False
+    page = fetch(serve(clock=lambda: NOW_S).port, "/").raw.decode()
+    assert "id=store-down" in page
+    section = page[page.index("<section id=instances>"):]
+    assert "2 sharing the store, as read 2024-01-02 03:03:45Z (20s ago)" in section
+    rows = re.findall(r"<tr data-instance='([^']*)'>(.*?)</tr>", section)
+    assert [html.unescape(instance) for instance, _ in rows] == ["inst-1", EVIL]
+    mine, other = (row for _, row in rows)
+    assert "this instance" in mine and "20s ago" in mine and "<td>1<br>" in mine and "0.1.0" in mine
+    assert "this instance" not in other and "stopping" in other
+    assert "10min ago (stale)" in other and "<td>12<br>" in other and "… 2 more" in other
+    assert "<script>alert" not in page
+
+
+def test_instance_list_before_the_first_heartbeat_read(serve: Serve, board: DaemonStatus) -> None:
+    board_with(board)
+    page = fetch(serve(clock=lambda: NOW_S).port, "/").raw.decode()
+    assert "No heartbeat read yet." in page
 
 
 def test_everything_from_whatsapp_is_escaped(serve: Serve, board: DaemonStatus) -> None:

@@ -1,6 +1,6 @@
 """The operator page in a real browser: the demo daemon as a real process, the page loaded in
 headless Chromium (the system package, through chromedriver and selenium), every account,
-bar and status checked, a screenshot saved as a test artifact; and the real daemon's
+bar and status and the instance list checked, a screenshot saved as a test artifact; and the real daemon's
 /metrics through promtool.
 
 Screenshots: ``test-artifacts/operator-page-phone.png`` and ``…-desktop.png`` at the
@@ -50,16 +50,21 @@ def settled(daemon: DemoProcess) -> bool:
     status, body = daemon.get("/diag")
     if status != 200:
         return False
-    accounts = json.loads(body)["accounts"]
+    diag = json.loads(body)
+    accounts = diag["accounts"]
+    # The heartbeat is written at the start of each retry period: the one that names both
+    # accounts comes a period after they were taken.
+    heartbeats = [i["accounts"] for i in (diag["cluster"] or {}).get("instances", [])]
     return (len(accounts) == len(ACCOUNTS)
             and all(a["state"] == "connected" and a["history"]["progress"] == 100
-                    and a["realtimeWritten"] > 0 for a in accounts))
+                    and a["realtimeWritten"] > 0 for a in accounts)
+            and heartbeats == [list(ACCOUNTS)])
 
 
 @pytest.mark.slow
 def test_operator_page_in_headless_chromium(tmp_path: Path, browser: webdriver.Chrome) -> None:
     with demo_process(tmp_path, "--accounts", "2", "--messages", "600") as daemon:
-        daemon.wait_until("both accounts connected, history done, live traffic", lambda: settled(daemon))
+        daemon.wait_until("both accounts connected, history done, live traffic, heartbeat", lambda: settled(daemon))
 
         # The real daemon's metrics are valid and carry real values.
         status, text = daemon.get("/metrics")
@@ -69,6 +74,7 @@ def test_operator_page_in_headless_chromium(tmp_path: Path, browser: webdriver.C
         assert found[("wadaemon_messages_ingested_total",
                       (("account_id", "demo-1"), ("source", "history_sync")))] == 600
         assert found[("wadaemon_store_write_seconds_count", (("operation", "upsert_messages"),))] > 0
+        assert found[("wadaemon_account_leases_held", ())] == len(ACCOUNTS)
 
         ARTIFACTS.mkdir(exist_ok=True)
         for name, (width, height) in (("phone", (412, 915)), ("desktop", (1280, 1000))):
@@ -94,6 +100,14 @@ def test_operator_page_in_headless_chromium(tmp_path: Path, browser: webdriver.C
                 rows = section.find_elements(By.CSS_SELECTOR, ".threads tbody tr")
                 assert 1 <= len(rows) <= 20
                 assert all(row.find_element(By.CSS_SELECTOR, "td.time").text.endswith("ago)") for row in rows)
+            # The instance list, from the heartbeats: this instance, holding both accounts.
+            [row] = browser.find_elements(By.CSS_SELECTOR, "#instances tbody tr")
+            assert row.get_attribute("data-instance") == "ops-test"
+            cells = [cell.text for cell in row.find_elements(By.CSS_SELECTOR, "td")]
+            assert "this instance" in cells[0]
+            assert cells[1].endswith("ago") and "stale" not in cells[1]
+            assert cells[2].split() == ["2", "demo-1,", "demo-2"]
+            assert cells[3]  # the version
             # The page is usable at this width: nothing wider than the window.
             assert browser.execute_script(
                 "return document.documentElement.scrollWidth <= window.innerWidth + 1")

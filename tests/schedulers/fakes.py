@@ -16,7 +16,7 @@ from wadaemon.actors.ondemand import OnDemandAnswer, OnDemandRequests
 from wadaemon.config import Settings
 from wadaemon.domain import MessageDoc, SyncGap
 from wadaemon.schedulers.auto_backfill import AutoBackfill
-from wadaemon.status import AccountStatus
+from wadaemon.status import AccountStatus, DaemonStatus
 from wadaemon.store.runner import StoreRunner
 from wadaemon.store.sqlite import SqliteStore
 
@@ -33,14 +33,18 @@ def wall_ms() -> int:
 class FakeAccount:
     def __init__(self, account_id: str, *, connected: bool = True, available: bool = True) -> None:
         self.account_id = account_id
-        self.requests = OnDemandRequests(pace_ms=0)
-        self.status = AccountStatus(account_id=account_id)
+        self.attach(DaemonStatus("me"))
         self._connected = connected
         self.connects = 1 if connected else 0
         self.available = available
         self.asked: list[tuple[str, str, int]] = []
         self.asked_event = trio.Event()
         self.gaps: list[SyncGap] = []
+
+    def attach(self, board: DaemonStatus) -> None:
+        """Count on ``board`` (the scheduler's): /metrics then shows this account."""
+        self.status: AccountStatus = board.account(self.account_id)
+        self.requests = OnDemandRequests(pace_ms=0, status=self.status)
 
     @property
     def connected(self) -> bool:
@@ -69,6 +73,9 @@ class FakeAccount:
 class FakeAccounts:
     def __init__(self, accounts: Sequence[FakeAccount]) -> None:
         self.accounts = list(accounts)
+        self.board = DaemonStatus("me")
+        for account in self.accounts:
+            account.attach(self.board)
         self._changed = trio.Event()
 
     def running_accounts(self) -> list[FakeAccount]:
@@ -131,5 +138,5 @@ class InlineRunner(StoreRunner):
 
 def scheduler(store: SqliteStore, accounts: FakeAccounts, *, seed: int = 0, **settings: object) -> AutoBackfill:
     values: dict[str, object] = {"instance_id": "me", "history_request_pace_ms": 0, **settings}
-    return AutoBackfill(Settings(**values), InlineRunner(store), accounts, clock=wall_ms,  # type: ignore[arg-type]
-                        rng=random.Random(seed))
+    return AutoBackfill(Settings(**values), InlineRunner(store), accounts,  # type: ignore[arg-type]
+                        board=accounts.board, clock=wall_ms, rng=random.Random(seed))

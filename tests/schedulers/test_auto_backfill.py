@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.http.test_metrics import metric
 from tests.schedulers.fakes import (
     BASE_MS,
     CountingStore,
@@ -27,7 +28,9 @@ from tests.store.builders import message, summary
 from wadaemon.config import Settings, load_settings
 from wadaemon.daemon import Daemon
 from wadaemon.domain import AccountDoc, AutoBackfillStatus, ms_to_datetime
+from wadaemon.metrics import Metrics
 from wadaemon.schedulers.auto_backfill import AutoBackfill
+from wadaemon.store.contract import StoreUnavailable
 from wadaemon.store.encoding import document_fields
 from wadaemon.store.sqlite import SqliteStore
 
@@ -204,6 +207,8 @@ async def test_lock_busy_then_free(clock: trio.testing.MockClock, store: Countin
         assert account.status.backfill_next_eligible_ms == BASE_MS + 100_000
         await trio.sleep(80)  # tick at 120 s: the lock expired at 100 s
         assert [f[1].ok for f in finished] == [True]
+        runs = account.status.backfill_runs
+        assert runs == {"lock_busy": 1, "success": 1}, runs
 
 
 async def test_lock_lost_mid_run_stops_the_run(clock: trio.testing.MockClock, store: CountingStore) -> None:
@@ -221,11 +226,42 @@ async def test_lock_lost_mid_run_stops_the_run(clock: trio.testing.MockClock, st
         assert [(f[1].ok, f[1].error_code) for f in finished] == [(False, "lock_lost")]
         assert account.requests.outstanding() == []  # the guarded work was cancelled
         assert not account.answer(thread_id, oldest=None, written=0)  # nobody waits any more
+        metrics = Metrics(sched.board)
+        assert metric(metrics, "wadaemon_backfill_runs_total", account_id="a", result="lock_lost") == 1
+        assert metric(metrics, "wadaemon_leases_lost_total", lease="backfill") == 1
+        assert metric(metrics, "wadaemon_lease_renewals_failed_total", lease="backfill") == 0  # refused, not failed
+        assert metric(metrics, "wadaemon_history_requests_answered_total", account_id="a", timing="late") == 1
     doc = store.get_account("a")
     assert doc is not None and doc.last_auto_backfill_status is not None
     assert doc.last_auto_backfill_status.error_code == "lock_lost"
     lock = store.read_lease("backfill", "a")
     assert lock is not None and lock.owner_id == "thief"  # never released by the loser
+
+
+async def test_lock_renewals_failing_in_the_store_are_counted_then_the_lock_is_lost(
+        clock: trio.testing.MockClock, store: CountingStore) -> None:
+    seed_thread(store, "a")
+    account = FakeAccount("a")
+    sched = scheduler(store, FakeAccounts([account]), auto_backfill_lease_ms=9_000)
+    metrics = Metrics(sched.board)
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("injected: renew_lease")
+
+    async with running(sched) as finished:
+        await account.asked_event.wait()
+        store.renew_lease = unreachable  # type: ignore[method-assign]
+        await trio.sleep(3.5)  # the renewal at a third of 9 s failed; the lock still runs
+        assert metric(metrics, "wadaemon_lease_renewals_failed_total", lease="backfill") == 1
+        assert metric(metrics, "wadaemon_leases_lost_total", lease="backfill") == 0
+        assert finished == [] and account.requests.outstanding()
+        await trio.sleep(6)  # failed at 6 s and at 9 s, its expiry: lost, the run stopped
+        assert [(f[1].ok, f[1].error_code) for f in finished] == [(False, "lock_lost")]
+        assert metric(metrics, "wadaemon_lease_renewals_failed_total", lease="backfill") == 3
+        assert metric(metrics, "wadaemon_leases_lost_total", lease="backfill") == 1
+        assert metric(metrics, "wadaemon_backfill_runs_total", account_id="a", result="lock_lost") == 1
+        assert metric(metrics, "wadaemon_history_requests_sent_total", account_id="a") == 1
+        assert metric(metrics, "wadaemon_lease_renewals_failed_total", lease="account") == 0
 
 
 async def test_stale_running_from_a_crash_waits_for_its_lock_then_runs(clock: trio.testing.MockClock, store: CountingStore) -> None:

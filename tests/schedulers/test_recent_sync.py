@@ -42,7 +42,8 @@ def put(store: CountingStore, jid: str, *ts_ms: int) -> list[MessageDoc]:
 def recent_sync(store: CountingStore, accounts: FakeAccounts, **settings: object) -> RecentSync:
     values: dict[str, object] = {"instance_id": "me", "history_request_pace_ms": 0,
                                  "recent_sync_interval_ms": 120_000, **settings}
-    return RecentSync(Settings(**values), InlineRunner(store), accounts, clock=wall_ms)  # type: ignore[arg-type]
+    return RecentSync(Settings(**values), InlineRunner(store), accounts,  # type: ignore[arg-type]
+                      board=accounts.board, clock=wall_ms)
 
 
 def test_gaps_fold_when_they_overlap() -> None:

@@ -11,6 +11,7 @@ import trio
 from wadaemon.config import Settings, load_settings
 from wadaemon.daemon import Daemon, fixed_transports
 from wadaemon.domain import MessageDoc, ThreadDoc
+from wadaemon.schedulers.lease import WallClock
 from wadaemon.store.contract import Store
 from wadaemon.whatsapp.simphone import SimPhone
 from wadaemon.whatsapp.transport import Transport
@@ -22,10 +23,10 @@ def settings_for(data_dir: Path, **env: str) -> Settings:
 
 @asynccontextmanager
 async def running(settings: Settings, store: Store, transports: dict[str, Transport], *,
-                  serve: bool = False) -> AsyncIterator[Daemon]:
+                  serve: bool = False, clock: WallClock | None = None) -> AsyncIterator[Daemon]:
     """The daemon, started (tree up) for the body, stopped after it; ``serve``: with its HTTP
-    server (give ``PORT`` a free loopback port)."""
-    daemon = Daemon(settings, store, list(transports), fixed_transports(transports), serve=serve)
+    server (give ``PORT`` a free loopback port); ``clock``: its wall clock (epoch ms)."""
+    daemon = Daemon(settings, store, list(transports), fixed_transports(transports), serve=serve, clock=clock)
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.run)
         try:

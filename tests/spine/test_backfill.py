@@ -10,6 +10,7 @@ from typing import Any, cast
 import pytest
 import trio
 
+from tests.http.test_metrics import metric
 from tests.spine.harness import dump, running, settings_for, settle
 from wadaemon.daemon import Daemon
 from wadaemon.domain import AutoBackfillStatus, ThreadSummary, thread_id_for
@@ -60,7 +61,9 @@ async def test_shallow_pairing_backfilled_to_count_then_exhausted(store: Store, 
     assert [c.kind for c in phone.chats[:3]] == ["group", "lid", "pn"]
     async with running(settings_for(tmp_path, **ENV), store, {ACCOUNT: phone}) as daemon:
         await settle(daemon, [phone])
-        requests = daemon.accounts[ACCOUNT].requests
+
+        def count(name: str, **labels: str) -> float:
+            return metric(daemon.metrics, f"wadaemon_{name}_total", account_id=ACCOUNT, **labels)
 
         first = await backfill_now(daemon)
         assert (first.ok, first.threads, first.messages, first.errors) == (True, 3, 300, 0)
@@ -72,7 +75,9 @@ async def test_shallow_pairing_backfilled_to_count_then_exhausted(store: Store, 
             assert sum(m.sync_source == "backfill" for m in messages) == 100
             assert all(m.synced_at is not None for m in messages if m.sync_source == "backfill")
         assert len(threads[thread_of(phone, 3)][1]) == 20  # not a top thread: untouched
-        assert requests.asked == 6  # 2 requests of 50 per thread: the ideal
+        assert count("history_requests_sent") == 6  # 2 requests of 50 per thread: the ideal
+        assert count("history_requests_answered", timing="in_time") == 6
+        assert count("backfill_runs", result="success") == 1
 
         second = await backfill_now(daemon)  # 30 left on the phone, then it says "no more"
         assert (second.ok, second.messages) == (True, 90)
@@ -81,10 +86,12 @@ async def test_shallow_pairing_backfilled_to_count_then_exhausted(store: Store, 
             assert len(messages) == 150
             assert thread.backfill_exhausted_at is not None and thread.last_backfill_at is not None
 
-        asked = requests.asked
+        asked = count("history_requests_sent")
         third = await backfill_now(daemon)
         assert (third.ok, third.threads, third.messages) == (True, 0, 0)
-        assert requests.asked == asked  # exhausted threads are not asked again
+        assert count("history_requests_sent") == asked  # exhausted threads are not asked again
+        assert count("backfill_runs", result="success") == 3
+        assert count("history_requests_timed_out") == count("history_requests_answered", timing="late") == 0
     account = store.get_account(ACCOUNT)
     assert account is not None and account.last_backfill_result is not None
     assert [r.skipped for r in account.last_backfill_result.thread_results] == ["exhausted"] * 3
@@ -126,7 +133,10 @@ async def test_answer_after_its_timeout_is_still_stored(store: Store, tmp_path: 
         assert account.last_backfill_result.thread_results[0].error == "timeout"
         slow.answer_now()
         await settle(daemon, [phone])
-        assert daemon.accounts[ACCOUNT].requests.late == 1
+        late = {timing: metric(daemon.metrics, "wadaemon_history_requests_answered_total",
+                               account_id=ACCOUNT, timing=timing) for timing in ("in_time", "late")}
+        assert late == {"in_time": 0, "late": 1}
+        assert metric(daemon.metrics, "wadaemon_history_requests_timed_out_total", account_id=ACCOUNT) == 1
     _, messages = dump(store, ACCOUNT)[thread_of(phone, 0)]
     assert len(messages) == 70 and sum(m.sync_source == "backfill" for m in messages) == 50
 

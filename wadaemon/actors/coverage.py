@@ -107,12 +107,16 @@ class Coverage:
         done = set((g.from_ms, g.to_ms) for g in gaps)
         kept = [g for g in self.gaps if (g.from_ms, g.to_ms) not in done]
         if len(kept) != len(self.gaps):
+            if self._ctx is not None:
+                self._ctx.status.sync_gaps_closed += len(self.gaps) - len(kept)
             self.gaps = kept
             self._show()
             self._post(AccountDoc(sync_gaps=self.gaps))
 
     def _add(self, gap: SyncGap) -> None:
         self.gaps = add_gap(self.gaps, gap)
+        if self._ctx is not None:
+            self._ctx.status.sync_gaps_opened += 1
         self._show()
         log.info("[recent-sync] accountId=%s gap recorded fromMs=%d toMs=%d spanS=%d reason=%s",
                  self._ctx.account_id if self._ctx else "?", gap.from_ms, gap.to_ms,

@@ -61,25 +61,22 @@ class _Request:
 class OnDemandRequests:
     """The requests outstanding on one phone. Owned by the trio thread."""
 
-    def __init__(self, *, pace_ms: int, status: AccountStatus | None = None) -> None:
+    def __init__(self, *, pace_ms: int, status: AccountStatus) -> None:
+        """Requests sent, answered (in time or late) and timed out are counted on ``status``
+        (the account's status board: /diag and /metrics read them there)."""
         self._pace_s = pace_ms / 1000
         self._status = status
         self._lock = trio.Lock()
         self._outstanding: dict[str, _Request] = {}
         self._timed_out: dict[str, Purpose] = {}
         self._next_at = -math.inf
-        self.asked = 0
-        self.answered = 0
-        self.late = 0
-        self.timeouts = 0
 
     def outstanding(self) -> list[str]:
         """Thread ids with a request in flight (for /diag)."""
         return sorted(self._outstanding)
 
     def _show(self) -> None:
-        if self._status is not None:
-            self._status.outstanding_requests = self.outstanding()
+        self._status.outstanding_requests = self.outstanding()
 
     def source_for(self, thread_id: str) -> SyncSource:
         request = self._outstanding.get(thread_id)
@@ -91,9 +88,9 @@ class OnDemandRequests:
         """An answer was written; wake the run waiting for it. False: nobody was (late)."""
         request = self._outstanding.get(answer.thread_id)
         if request is None or request.done.is_set():
-            self.late += 1
+            self._status.history_requests_answered_late += 1
             return False
-        self.answered += 1
+        self._status.history_requests_answered += 1
         request.answer = answer
         request.done.set()
         return True
@@ -107,8 +104,8 @@ class OnDemandRequests:
             request = self._outstanding[thread_id] = _Request(thread_id, purpose)
             self._show()
             try:
-                self.asked += 1
                 await send()
+                self._status.history_requests_sent += 1
                 self._next_at = trio.current_time() + self._pace_s
                 with trio.move_on_after(timeout_s):
                     await request.done.wait()
@@ -116,7 +113,7 @@ class OnDemandRequests:
                 del self._outstanding[thread_id]
                 self._show()
             if request.answer is None:
-                self.timeouts += 1
+                self._status.history_requests_timed_out += 1
                 self._timed_out[thread_id] = purpose
                 while len(self._timed_out) > LATE_MEMORY:
                     del self._timed_out[next(iter(self._timed_out))]

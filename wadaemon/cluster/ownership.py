@@ -11,6 +11,9 @@ Every retry period (``timing``), one tick:
    subtree, *then* release the lease: the old socket is closed before anyone may connect),
    take free accounts this instance should run (acquire, then start the subtree).
 
+What it holds, renewals that failed and leases lost are counted on the status board
+(``DaemonStatus.set_account_leases_held``, ``lease_renewal_failed``, ``lease_lost``: /metrics).
+
 Renewal runs in a task of its own, on a worker thread of its own (a ``CapacityLimiter`` of one
 that nothing else uses): neither a slow look at the others, nor a burst of acquisitions, nor a
 backlog of account writes can delay the next renewal. Starting and stopping subtrees runs in
@@ -199,6 +202,7 @@ class Ownership:
         for account_id in [a for a, fence in self.held.items() if not fence.valid()]:
             if account_id not in self._busy:
                 log.warning("[cluster] accountId=%s renew deadline passed: subtree stopped", account_id)
+                self.board.lease_lost("account")
                 self._spawn(self._drop, account_id, True)
         # Accounts still starting are renewed too (a slow socket start must not cost the lease);
         # those being given up already left ``held``.
@@ -212,14 +216,17 @@ class Ownership:
                                        limiter=self._renew_limiter)
         except StoreError as exc:
             log.warning("[cluster] instance=%s lease renewal failed (%d leases): %s", self.instance_id, len(held), exc)
+            self.board.lease_renewal_failed("account", len(held))
             return
         deadline = sent + self.timing.renew_deadline_ms / 1000
         for (account_id, fence), lease in zip(held.items(), renewed, strict=True):
             if lease is None:
                 log.warning("[cluster] accountId=%s lease lost epoch=%d: stopping", account_id, fence.lease.epoch)
+                self.board.lease_lost("account")
                 fence.revoke()
                 self._spawn(self._drop, account_id, False)
             elif not fence.renewed(lease, deadline):
+                self.board.lease_lost("account")
                 self._spawn(self._drop, account_id, True)
 
     # -- taking and giving up -----------------------------------------------------------------
@@ -307,8 +314,10 @@ class Ownership:
             await self._call(self.store.delete_instance, self.instance_id)
         except StoreError as exc:
             log.warning("[cluster] instance=%s heartbeat not deleted: %s", self.instance_id, exc)
+        self.board.set_account_leases_held(0)
         log.info("[cluster] instance=%s left: %d leases released", self.instance_id, len(fences))
 
     def _update_mode(self) -> None:
+        self.board.set_account_leases_held(len(self.held))
         if self.board.mode in ("active", "passive"):
             self.board.set_mode("active" if self.held else "passive")

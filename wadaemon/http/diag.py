@@ -110,6 +110,13 @@ class DiagAccount(msgspec.Struct, rename="camel"):
     outstanding_requests: list[str]
     open_gaps: list[SyncGap]
     recent_sync_next_ms: int | None
+    backfill_runs: dict[str, int]
+    history_requests_sent: int
+    history_requests_answered: int
+    history_requests_answered_late: int
+    history_requests_timed_out: int
+    sync_gaps_opened: int
+    sync_gaps_closed: int
 
 
 class SupervisionNode(msgspec.Struct, rename="camel"):

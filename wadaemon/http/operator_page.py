@@ -4,7 +4,9 @@ refresh it, no build step, readable on a phone.
 Per account: connection state and owner, history-sync progress as a bar, journal backlog,
 last realtime ingest, backfill state in words, recent-sync, and the 20 most recent threads
 with their last message time (names and JIDs, never message text: an ops screen is looked at
-over shoulders and screen-shared, and it needs no text to tell whether sync works).
+over shoulders and screen-shared, and it needs no text to tell whether sync works). Then the
+instances sharing the store, from their heartbeats: id, heartbeat age, accounts held,
+version, and which one is this instance.
 
 Where each value comes from, and why:
 
@@ -14,6 +16,10 @@ Where each value comes from, and why:
 * the **store** (one time budget, the store timeout, for all reads, as /diag): each account's
   document (backfill, recent-sync, owner) and its recent threads. When the store does not
   answer in time, those parts say "store unreachable" instead of failing the page.
+* the **ownership actor's last look** (``ClusterView`` on the board, read every retry
+  period): the instance list. It is memory too, so it renders with the store down; it then
+  says how old it is, and the heartbeat ages keep growing from it, which is the truth as far
+  as this instance can know it. The page reads no heartbeat itself.
 
 Cost: each load reads one account document and 20 threads per account shown. Above
 ``THREADS_FOR_AT_MOST`` accounts the thread lists are left out unless one account is picked
@@ -174,7 +180,7 @@ body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:
 header{display:flex;flex-wrap:wrap;gap:4px 16px;align-items:baseline;margin-bottom:8px}
 h1{font-size:1.3em;margin:0}h2{font-size:1.1em;margin:0 0 6px;word-break:break-all}
 .alert{border:2px solid var(--bad);color:var(--bad);padding:8px 10px;border-radius:6px;margin:8px 0;font-weight:600}
-.account{border:1px solid var(--line);border-radius:8px;padding:10px 12px;margin:10px 0}
+.account,#instances{border:1px solid var(--line);border-radius:8px;padding:10px 12px;margin:10px 0}
 dl{display:grid;grid-template-columns:minmax(9em,max-content) 1fr;gap:3px 12px;margin:0}
 dt{color:var(--muted)}dd{margin:0;word-break:break-word}
 .bar{position:relative;height:16px;border-radius:8px;background:var(--line);overflow:hidden;min-width:8em}
@@ -248,6 +254,7 @@ def render(data: PageData) -> str:
         parts.append("<p class=muted>This instance runs no account (passive).</p>")
     for account in accounts:
         parts.append(_account(account, data.stored.get(account.account_id), data))
+    parts.append(_instances(snap, data))
     parts.append(f"<p class=muted id=rendered>as of {e(when(now, now).split(' (')[0])}</p></main>")
     parts.append(f"<footer><span id=refresh class=muted>refreshes every {REFRESH_S}s</span> · "
                  "<a href=/diag>/diag</a> · <a href=/metrics>/metrics</a></footer>")
@@ -313,6 +320,30 @@ def _gaps(a: AccountStatus, now_s: float) -> str:
                     for g in a.open_gaps[:5])
     more = f"<li>… {len(a.open_gaps) - 5} more</li>" if len(a.open_gaps) > 5 else ""
     return f"<span class=warn>{len(a.open_gaps)} open</span><ul>{spans}{more}</ul>"
+
+
+def _instances(snap: DiagSnapshot, data: PageData) -> str:
+    """The instances sharing the store, from the heartbeats ownership last read."""
+    view = snap.cluster
+    if view is None:
+        return "<section id=instances><h2>instances</h2><p class=muted>No heartbeat read yet.</p></section>"
+    now = data.now_s
+    stale_s = data.settings.account_lease_ms / 1000
+    rows = []
+    for i in view.instances:
+        age = now - i.heartbeat_at_ms / 1000
+        css = "bad" if age > stale_s else "ok"
+        held = ", ".join(i.accounts[:10]) + (f" … {len(i.accounts) - 10} more" if len(i.accounts) > 10 else "")
+        me = " <span class=tag>this instance</span>" if i.instance_id == snap.instance_id else ""
+        state = "" if i.accepting else " <span class=tag>stopping</span>"
+        rows.append(
+            f"<tr data-instance='{e(i.instance_id)}'><td class=name>{e(i.instance_id)}{me}{state}</td>"
+            f"<td class='time {css}'>{e(_span(max(0.0, age)))} ago{' (stale)' if css == 'bad' else ''}</td>"
+            f"<td>{len(i.accounts)}<br><small class=muted>{e(held)}</small></td><td>{e(i.version)}</td></tr>")
+    return (f"<section id=instances><h2>instances</h2><div class=threads><table><caption>{len(view.instances)} "
+            f"sharing the store, as read {e(when(view.at_ms / 1000, now))}</caption>"
+            "<thead><tr><th>instance</th><th>last heartbeat</th><th>accounts held</th><th>version</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div></section>")
 
 
 def _threads(account_id: str, stored: StoredAccount | None, data: PageData) -> str:

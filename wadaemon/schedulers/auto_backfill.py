@@ -64,6 +64,7 @@ from wadaemon.schedulers.policy import (
     repair_due,
 )
 from wadaemon.schedulers.view import RunningAccounts, ScheduledAccount, TriggerOutcome
+from wadaemon.status import DaemonStatus, counted
 from wadaemon.store.contract import StoreError, StoreUnavailable
 from wadaemon.store.runner import StoreRunner
 from wadaemon.whatsapp.transport import HistoryRequestUnavailable, TransportError
@@ -84,10 +85,11 @@ def _ms(value: datetime | None) -> int | None:
 
 class AutoBackfill:
     def __init__(self, settings: Settings, runner: StoreRunner, accounts: RunningAccounts, *,
-                 clock: WallClock, rng: random.Random | None = None) -> None:
+                 board: DaemonStatus, clock: WallClock, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.runner = runner
         self.accounts = accounts
+        self.board = board
         self.clock = clock
         self.policy = BackfillPolicy.of(settings)
         self._rng = rng or random.Random()
@@ -297,6 +299,7 @@ class AutoBackfill:
         holder = self.settings.instance_id
         notified = False
         final: AutoBackfillStatus | None = None
+        counted_as: str | None = None  # on the board (/metrics): success, an error code, lock_busy
 
         async def work(lease: Lease) -> BackfillRun:
             nonlocal notified
@@ -321,7 +324,7 @@ class AutoBackfill:
                 raise LeaseBusy(None)  # the account left this instance meanwhile
             run = await run_under_lease(self.runner, "backfill", account_id, holder, work,
                                         ttl_ms=self.settings.auto_backfill_lease_ms, clock=self.clock,
-                                        tag="backfill-lock")
+                                        tag="backfill-lock", board=self.board)
             duration = int((trio.current_time() - t0) * 1000)
             result = run.result
             end_ms = self.clock()
@@ -339,6 +342,7 @@ class AutoBackfill:
             log.info("Backfill end accountId=%s threads=%d messages=%d errors=%d requests=%d dryRun=%s durationMs=%d",
                      account_id, result.threads, result.messages, result.errors, run.requests, run.dry_run, duration)
         except LeaseBusy as busy:
+            counted_as = "lock_busy"  # not a run: nothing is written, only counted
             current = busy.current
             state.busy_until_ms = current.expires_at_ms if current else None
             state.busy_holder = current.owner_id if current else ""
@@ -358,6 +362,10 @@ class AutoBackfill:
         finally:
             if not notified:
                 task_status.started("started")
+            if final is not None:
+                counted_as = "success" if final.ok else final.error_code or "error"
+            if counted_as is not None and account is not None:
+                account.status.backfill_runs = counted(account.status.backfill_runs, counted_as)
             state.running_here = False
             self._running -= 1
             self._poke()

@@ -17,6 +17,8 @@ holder); this module only drives it:
   frees the account for the next instance at once instead of after the lease's expiry. A lost
   lease is never released: the store would refuse anyway, and it is no longer ours to free.
 * **Time from an injected clock** (epoch ms), so MockClock tests drive expiry and renewal.
+* **Counted on the status board** (``DaemonStatus.lease_renewal_failed`` / ``lease_lost``):
+  a renewal that failed and a lease lost are what an operator alerts on (/metrics).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TypeVar
 import trio
 
 from wadaemon.domain import Lease
+from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import LeaseKind, StoreError, StoreUnavailable
 from wadaemon.store.runner import StoreRunner
 
@@ -64,6 +67,7 @@ async def run_under_lease(
     ttl_ms: int,
     clock: WallClock,
     tag: str,
+    board: DaemonStatus,
 ) -> T:
     """``await work(lease)`` while holding the lease; raises ``LeaseBusy`` when it cannot be
     taken and ``LeaseLost`` when it is lost midway (``work`` cancelled). ``tag`` names the
@@ -86,12 +90,14 @@ async def run_under_lease(
             try:
                 renewed = await runner.atomic(store.renew_lease, held, ttl_ms=ttl_ms, now_ms=clock())
             except StoreUnavailable as exc:
+                board.lease_renewal_failed(kind)
                 if clock() < held.expires_at_ms:
                     log.warning("[%s] renewal failed key=%s (retrying): %s", tag, key, exc)
                     continue
                 renewed = None
             if renewed is None:
                 lost = True
+                board.lease_lost(kind)
                 log.warning("[%s] lost key=%s holder=%s: stopping the guarded work", tag, key, owner_id)
                 scope.cancel()
                 return

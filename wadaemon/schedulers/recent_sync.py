@@ -42,6 +42,7 @@ from wadaemon.schedulers.backfill import ON_DEMAND_MAX
 from wadaemon.schedulers.lease import LeaseBusy, LeaseLost, WallClock, run_under_lease
 from wadaemon.schedulers.policy import live_gaps, pending_gap
 from wadaemon.schedulers.view import RunningAccounts, ScheduledAccount
+from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import StoreError
 from wadaemon.store.runner import StoreRunner
 from wadaemon.whatsapp.transport import HistoryRequestUnavailable, TransportError
@@ -123,10 +124,11 @@ async def fill_gaps(account: ScheduledAccount, runner: StoreRunner, settings: Se
 
 class RecentSync:
     def __init__(self, settings: Settings, runner: StoreRunner, accounts: RunningAccounts, *,
-                 clock: WallClock) -> None:
+                 board: DaemonStatus, clock: WallClock) -> None:
         self.settings = settings
         self.runner = runner
         self.accounts = accounts
+        self.board = board
         self.clock = clock
         self._said_unavailable: set[str] = set()
         self.ticks = 0
@@ -181,7 +183,7 @@ class RecentSync:
             try:
                 fill = await run_under_lease(self.runner, "recent_sync", account_id, self.settings.instance_id, work,
                                              ttl_ms=self.settings.recent_sync_lease_ms, clock=self.clock,
-                                             tag="recent-sync-lease")
+                                             tag="recent-sync-lease", board=self.board)
             except LeaseBusy:
                 return
             except HistoryRequestUnavailable:
