@@ -15,6 +15,9 @@ loopback, each issuing requests back to back for ``--duration`` seconds per phas
 Per phase: requests per second and latency percentiles, measured at the client (so they
 include the loopback round trip and the client's own scheduling, which only makes them
 worse). Target: p99 <= 50 ms for a 50-item page on SQLite.
+
+``--reads worker`` serves SQLite the way every store was read before it offered a local
+reader: each read in a worker thread (``python -m bench http`` runs both, side by side).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def serve(args: argparse.Namespace) -> int:
     import trio
 
     from tests.spine.harness import settings_for
-    from wadaemon.daemon import Daemon
+    from wadaemon.daemon import Daemon, fixed_transports
     from wadaemon.domain import MessageDoc, ms_to_datetime
     from wadaemon.store.contract import Store
     from wadaemon.store.sqlite import SqliteStore
@@ -54,6 +57,7 @@ def serve(args: argparse.Namespace) -> int:
     quiet_logs()
     data = Path(args.dir)
     store: Store = SqliteStore(data / "store.sqlite") if args.backend == "sqlite" else emulator_store()
+    served: Any = store if args.reads == "local" else _Forwarding(store)
     phone = SimPhone(ACCOUNT, seed=5, chats=args.threads, history_messages=0, lid_ratio=0.0, group_ratio=0.0)
     jids = [chat.jid for chat in phone.chats]
     now_ms = int(time.time() * 1000) - args.messages * 1000
@@ -73,7 +77,7 @@ def serve(args: argparse.Namespace) -> int:
     if batch:
         _seed(store, batch)
     settings = settings_for(data / "daemon", PORT=str(args.port), HOST="127.0.0.1", API_TOKEN=TOKEN)
-    daemon = Daemon(settings, store, [ACCOUNT], {ACCOUNT: phone}.__getitem__)
+    daemon = Daemon(settings, served, [ACCOUNT], fixed_transports({ACCOUNT: phone}))
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -90,6 +94,16 @@ def serve(args: argparse.Namespace) -> int:
     trio.run(main)
     store.close()
     return 0
+
+
+class _Forwarding:
+    """The store, minus its class's ``local_reader``: reads take the worker-thread way."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 def _seed(store: Any, batch: list[Any]) -> None:
@@ -110,8 +124,20 @@ def _seed(store: Any, batch: list[Any]) -> None:
 
 # -- the client (this process) ----------------------------------------------------------------
 
-async def load(port: int, paths: list[str], clients: int, duration_s: float) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(port: int, paths: list[str], clients: int, duration_s: float, server_pid: int) -> dict[str, Any]:
+    """Also the server's CPU per request above its idle rate (the live ingest), measured just
+    before: on a shared, noisy machine it moves far less than requests per second do."""
     import aiohttp
+
+    idle_began, idle_cpu = time.perf_counter(), cpu_seconds(server_pid)
+    await asyncio.sleep(2.0)
+    idle_rate = (cpu_seconds(server_pid) - idle_cpu) / (time.perf_counter() - idle_began)
 
     latencies: list[float] = []
     errors = 0
@@ -135,9 +161,9 @@ async def load(port: int, paths: list[str], clients: int, duration_s: float) -> 
         for _ in range(3):  # warm-up: connections open, caches filled
             async with session.get(paths[0]) as response:
                 await response.read()
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), cpu_seconds(server_pid)
         await asyncio.gather(*(client(n) for n in range(clients)))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds(server_pid) - cpu_before
     ordered = sorted(latencies)
 
     def pct(p: float) -> float:
@@ -145,7 +171,8 @@ async def load(port: int, paths: list[str], clients: int, duration_s: float) -> 
 
     return {"requests": len(ordered), "errors": errors, "req_per_s": len(ordered) / elapsed,
             "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99), "max_ms": ordered[-1] * 1000,
-            "mean_ms": statistics.fmean(ordered) * 1000}
+            "mean_ms": statistics.fmean(ordered) * 1000, "server_cpu_ms_per_request": max(0.0, cpu - idle_rate * elapsed) * 1000 / len(ordered),
+            "server_idle_cpu_percent": idle_rate * 100}
 
 
 def client_main(args: argparse.Namespace) -> int:
@@ -155,21 +182,22 @@ def client_main(args: argparse.Namespace) -> int:
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "bench.http_api", "serve", "--backend", args.backend, "--port", str(port),
-             "--dir", tmp, "--threads", str(args.threads), "--messages", str(args.messages), "--live", str(args.live)],
+             "--dir", tmp, "--threads", str(args.threads), "--messages", str(args.messages), "--live", str(args.live),
+             "--reads", args.reads],
             cwd=ROOT, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
         try:
             assert server.stdout is not None
             ready = json.loads(server.stdout.readline())
             thread_ids = ready["thread_ids"]
-            results: dict[str, Any] = {"backend": args.backend, "threads": ready["threads"],
+            results: dict[str, Any] = {"backend": args.backend, "reads": args.reads, "threads": ready["threads"],
                                        "messages": ready["messages"], "clients": args.clients,
                                        "live_per_s": args.live, "duration_s": args.duration,
                                        "loadavg_at_start": ready["loadavg"]}
             results["threads_list"] = asyncio.run(load(port, [f"/api/whatsapp/threads/{ACCOUNT}?limit=50"],
-                                                       args.clients, args.duration))
+                                                       args.clients, args.duration, server.pid))
             results["messages_page"] = asyncio.run(load(
                 port, [f"/api/whatsapp/messages/{ACCOUNT}/{tid}?limit=50" for tid in thread_ids],
-                args.clients, args.duration))
+                args.clients, args.duration, server.pid))
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -190,6 +218,8 @@ def main() -> int:
     parser.add_argument("--live", type=float, default=50.0, help="live messages per second during the load")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per phase")
+    parser.add_argument("--reads", choices=["local", "worker"], default="local",
+                        help="worker: no local reader, every read in a worker thread")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--dir", default="")
     args = parser.parse_args()

@@ -229,6 +229,11 @@ class DaemonStatus:
         with self._lock:
             self._supervision = provider
 
+    def has_account(self, account_id: str) -> bool:
+        """Whether this instance runs the account (cheaper than a snapshot: no copies)."""
+        with self._lock:
+            return account_id in self._accounts
+
     def snapshot(self) -> DiagSnapshot:
         with self._lock:
             mode = self._mode

@@ -16,7 +16,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from tests.http.conftest import Serve
 from tests.http.fakes import FakeStore, Reply
-from tests.store.builders import ACCOUNT, PEER, PEER_LID, T0, message, summary
+from tests.store.builders import ACCOUNT, PEER, PEER_LID, T0, message, receipt, summary
 from wadaemon.domain import AccountDoc, thread_id_for
 from wadaemon.http.app import all_routes
 from wadaemon.http.auth import AuthConfig, peer_is_loopback
@@ -207,6 +207,95 @@ def test_store_outage_answers_503_quickly_and_probes_keep_answering(serve: Serve
     reply = call(server.port, "/api/whatsapp/accounts", token=API)
     assert reply.status == 503 and reply.json["error"]["code"] == "store_unavailable"
     assert call(server.port, "/ready").status in (200, 503)
+
+
+def test_sqlite_pages_are_read_without_waiting_for_a_write_in_progress(api: Any, sqlite_store: SqliteStore) -> None:
+    """A write of the store in progress holds its connection's lock; the API reads through
+    the store's local reader (WAL: readers never wait for the writer), so a page still comes
+    at once. Through the store's own connection it would wait and answer 503 after 0.2 s."""
+    port = api().port
+    with sqlite_store._lock:  # what a long write (say a big history batch) holds
+        threads = call(port, f"/api/whatsapp/threads/{ACCOUNT}?limit=5", token=API)
+        messages = call(port, f"/api/whatsapp/messages/{ACCOUNT}/{PEER}?limit=5", token=API)
+    assert threads.status == 200 and threads.json["count"] == 5
+    assert messages.status == 200 and messages.json["messages"][0]["id"] == "m119"
+
+
+def test_a_page_never_served_from_the_reader_is_stale(api: Any, sqlite_store: SqliteStore) -> None:
+    """The reader sees every commit of the store's own connection at once."""
+    port = api().port
+    assert call(port, f"/api/whatsapp/messages/{ACCOUNT}/{PEER}?limit=1", token=API).json["messages"][0]["id"] == "m119"
+    sqlite_store.upsert_messages([message("m500", ts_ms=T0 + 500)])
+    assert call(port, f"/api/whatsapp/messages/{ACCOUNT}/{PEER}?limit=1", token=API).json["messages"][0]["id"] == "m500"
+
+
+# -- pages kept while the store's marks hold (wadaemon.http.page_cache) ---------------------------
+
+def _reads_of(store: SqliteStore) -> list[str]:
+    """Every statement the store's local reader runs from now on."""
+    statements: list[str] = []
+    store.local_reader()._conn.set_trace_callback(statements.append)
+    return statements
+
+
+def test_an_unchanged_page_is_not_read_again(api: Any, sqlite_store: SqliteStore) -> None:
+    port = api().port
+    reads = _reads_of(sqlite_store)
+    for path in (f"/api/whatsapp/threads/{ACCOUNT}?limit=5", f"/api/whatsapp/messages/{ACCOUNT}/{PEER}?limit=5"):
+        first = call(port, path, token=API)
+        count = len(reads)
+        again = call(port, path, token=API)
+        assert count > 0 and len(reads) == count, path  # the second answer read nothing
+        assert again.status == 200 and again.raw == first.raw
+    # Through an alias (a merged LID) a page is always read afresh: which thread an alias
+    # names can change with any thread.
+    alias = f"/api/whatsapp/messages/{ACCOUNT}/{PEER_LID}?limit=5"
+    assert call(port, alias, token=API).json["thread"]["clientJid"] == PEER
+    count = len(reads)
+    assert call(port, alias, token=API).status == 200 and len(reads) > count
+
+
+def _newest(port: int, path: str) -> Any:
+    reply = call(port, path, token=API)
+    assert reply.status == 200, reply.raw
+    return reply.json
+
+
+def test_a_kept_page_never_outlives_a_write_it_was_read_from(api: Any, sqlite_store: SqliteStore, tmp_path: Path) -> None:
+    port = api().port
+    threads = f"/api/whatsapp/threads/{ACCOUNT}?limit=1"
+    peer = f"/api/whatsapp/messages/{ACCOUNT}/{PEER}?limit=1"
+    other = f"/api/whatsapp/messages/{ACCOUNT}/40720000003@s.whatsapp.net?limit=1"
+    assert _newest(port, peer)["messages"][0]["id"] == "m119"
+    assert _newest(port, other)["messages"] == []
+    # This store's own writes: a message, a receipt, a thread summary.
+    sqlite_store.upsert_messages([message("m500", ts_ms=T0 + 500)])
+    assert _newest(port, peer)["messages"][0]["id"] == "m500"
+    assert _newest(port, peer)["messages"][0].get("status") != "read"
+    sqlite_store.apply_receipts([receipt("m500", "read")])
+    assert _newest(port, peer)["messages"][0]["status"] == "read"
+    assert _newest(port, threads)["threads"][0]["clientJid"] == PEER
+    sqlite_store.advance_threads([summary(T0 + 900, client_jid="40720000003@s.whatsapp.net")])
+    assert _newest(port, threads)["threads"][0]["clientJid"] == "40720000003@s.whatsapp.net"
+    assert _newest(port, other)["messages"] == []  # kept again, under the marks of now
+    # Another connection to the file (another process would be the same): every mark moves.
+    other_process = SqliteStore(sqlite_store.path)
+    try:
+        other_process.upsert_messages([message("x1", ts_ms=T0 + 950, client_jid="40720000003@s.whatsapp.net")])
+        other_process.advance_threads([summary(T0 + 950, client_jid="40720000003@s.whatsapp.net", preview="from afar")])
+    finally:
+        other_process.close()
+    assert _newest(port, other)["messages"][0]["id"] == "x1"
+    assert _newest(port, threads)["threads"][0]["lastMessagePreview"] == "from afar"
+
+
+def test_a_page_read_while_a_write_is_under_way_is_not_kept(api: Any, sqlite_store: SqliteStore) -> None:
+    port = api().port
+    path = f"/api/whatsapp/messages/{ACCOUNT}/{PEER}?limit=1"
+    with sqlite_store._lock:  # a write under way: no marks can be read at once
+        assert _newest(port, path)["messages"][0]["id"] == "m119"
+    sqlite_store.upsert_messages([message("m501", ts_ms=T0 + 501)])
+    assert _newest(port, path)["messages"][0]["id"] == "m501"
 
 
 # -- data ---------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Handlers run on the HTTP thread, so everything here is safe to use from there: the status
 board is read through ``snapshot()`` (a locked copy), the store only through the gateway
-(worker threads with a timeout), the daemon's actions only through ``control`` (the
+(worker threads with a timeout, or the store's reader that never waits), the daemon's actions only through ``control`` (the
 ``DaemonControl`` protocol). Nothing else of the daemon is reachable from a handler, by
 construction.
 """
@@ -19,6 +19,7 @@ from wadaemon.config import Settings
 from wadaemon.http.auth import AuthConfig
 from wadaemon.http.bridge import ActionBridge
 from wadaemon.http.control import DaemonControl
+from wadaemon.http.page_cache import PageCache
 from wadaemon.http.ratelimit import RateLimiter
 from wadaemon.http.store_access import StoreGateway
 from wadaemon.metrics import Metrics
@@ -44,6 +45,8 @@ class HttpContext:
     control: DaemonControl | None = None
     auth: AuthConfig = field(default_factory=AuthConfig)
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    #: Pages of the API kept while the store's marks say they are current.
+    pages: PageCache = field(default_factory=PageCache)
 
 
 CONTEXT = web.AppKey("wadaemon_http_context", HttpContext)

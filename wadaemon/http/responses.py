@@ -13,6 +13,12 @@ from aiohttp import web
 _encoder = msgspec.json.Encoder()
 
 
+def encode_body(body: object) -> bytes:
+    return _encoder.encode(body)
+
+
 def json_response(body: object, *, status: int = 200) -> web.Response:
-    """``body`` (a Struct, or anything msgspec encodes) as an ``application/json`` response."""
-    return web.Response(body=_encoder.encode(body), status=status, content_type="application/json")
+    """``body`` (a Struct, or anything msgspec encodes; bytes: already encoded) as an
+    ``application/json`` response."""
+    payload = body if isinstance(body, bytes) else _encoder.encode(body)
+    return web.Response(body=payload, status=status, content_type="application/json")

@@ -46,6 +46,7 @@ from wadaemon.http.store_access import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_STORE_TIMEOUT,
     StoreGateway,
+    local_reader_of,
 )
 from wadaemon.http.tracking import InFlightRequests
 from wadaemon.metrics import Metrics
@@ -203,7 +204,8 @@ class HttpServer:
         gateway = StoreGateway(self.store, timeout=self.store_timeout,
                                max_in_flight=self.store_max_in_flight)
         api_gateway = StoreGateway(self.store, timeout=self.store_timeout,
-                                   max_in_flight=API_MAX_IN_FLIGHT, queue=True)
+                                   max_in_flight=API_MAX_IN_FLIGHT, queue=True,
+                                   reader=local_reader_of(self.store))
         in_flight = InFlightRequests()
         context = HttpContext(status=self.status, store=gateway, api_store=api_gateway, bridge=self.bridge,
                               clock=self.clock, metrics=self.metrics, settings=self.settings,

@@ -40,7 +40,7 @@ async def store_call(request: web.Request, fn: Callable[[Store], T]) -> T:
 
 
 def runs_here(request: web.Request, account_id: str) -> bool:
-    return any(a.account_id == account_id for a in context_of(request).status.snapshot().accounts)
+    return context_of(request).status.has_account(account_id)
 
 
 async def require_account(request: web.Request, account_id: str) -> None:

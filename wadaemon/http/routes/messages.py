@@ -15,6 +15,10 @@ is on the first page of a fresh walk.
 
 A thread is addressed by its id (``{accountId}__{jid}``) or by any of its JIDs, including a
 LID that was merged into its phone-number thread (``aliasJids``).
+
+Pages are reused while the store's marks say nothing they were read from changed
+(``wadaemon.http.page_cache``); a page found through an alias is always read afresh (which
+thread an alias names can change with any thread).
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import msgspec
 from aiohttp import web
 
 from wadaemon.domain import MessageDoc, ThreadDoc, thread_id_for
+from wadaemon.http.context import context_of
 from wadaemon.http.errors import ApiError
-from wadaemon.http.responses import json_response
+from wadaemon.http.responses import encode_body, json_response
 from wadaemon.http.routes.common import (
     BEFORE,
     decode_cursor,
@@ -67,8 +72,7 @@ class MessagesBody(msgspec.Struct, rename="camel"):
 
 
 def thread_item(doc: ThreadDoc) -> ThreadItem:
-    fields = {name: getattr(doc, name) for name in doc.__struct_fields__}
-    return ThreadItem(id=thread_id_for(doc.account_id, doc.client_jid), **fields)
+    return ThreadItem(id=thread_id_for(doc.account_id, doc.client_jid), **msgspec.structs.asdict(doc))
 
 
 @routes.get("/api/whatsapp/threads/{accountId}", level="api", response=ThreadsBody,
@@ -77,14 +81,21 @@ async def list_threads(request: web.Request) -> web.Response:
     account_id = request.match_info["accountId"]
     limit = LIMIT.parse(request)
     THREAD_ORDER.parse(request)
-    after = decode_cursor(BEFORE, BEFORE.parse(request))
+    before = BEFORE.parse(request)
+    after = decode_cursor(BEFORE, before)
     await require_account(request, account_id)
+    context = context_of(request)
+    key, marks = ("threads", account_id, limit, before), context.api_store.marks()
+    if (kept := context.pages.get(key, marks)) is not None:
+        return json_response(kept)
     # One more than asked tells whether a next page exists without a second query.
     docs = await store_call(request, lambda store: store.list_threads(account_id, limit=limit + 1, after=after))
     page = [thread_item(doc) for doc in docs[:limit]]
     next_before = (encode_cursor(PageKey(ms=page[-1].last_message_at_ms, id=page[-1].id))
                    if len(docs) > limit else None)
-    return json_response(ThreadsBody(threads=page, count=len(page), next_before=next_before))
+    body = encode_body(ThreadsBody(threads=page, count=len(page), next_before=next_before))
+    context.pages.put(key, marks, body)
+    return json_response(body)
 
 
 @routes.get("/api/whatsapp/messages/{accountId}/{threadId}", level="api", response=MessagesBody,
@@ -94,9 +105,15 @@ async def list_messages(request: web.Request) -> web.Response:
     account_id = request.match_info["accountId"]
     limit = LIMIT.parse(request)
     order = MESSAGE_ORDER.parse(request)
-    after = decode_cursor(BEFORE, BEFORE.parse(request))
+    before = BEFORE.parse(request)
+    after = decode_cursor(BEFORE, before)
     await require_account(request, account_id)
     jid = normalise_jid(request.match_info["threadId"].removeprefix(f"{account_id}__"))
+    context = context_of(request)
+    named = thread_id_for(account_id, jid)
+    key, marks = ("messages", named, limit, order, before), context.api_store.marks(named)
+    if (kept := context.pages.get(key, marks)) is not None:
+        return json_response(kept)
     thread = await store_call(request, lambda store: store.find_thread(account_id, jid))
     if thread is None:
         raise ApiError(404, "thread_not_found", f"no thread {jid} on account {account_id}")
@@ -106,4 +123,7 @@ async def list_messages(request: web.Request) -> web.Response:
     page = docs[:limit]
     next_before = (encode_cursor(PageKey(ms=page[-1].ts_client_ms, id=page[-1].id))
                    if len(docs) > limit else None)
-    return json_response(MessagesBody(thread=item, messages=page, count=len(page), next_before=next_before))
+    body = encode_body(MessagesBody(thread=item, messages=page, count=len(page), next_before=next_before))
+    if item.id == named:  # found by its own id, not through an alias
+        context.pages.put(key, marks, body)
+    return json_response(body)
