@@ -48,7 +48,7 @@ def serve(args: argparse.Namespace) -> int:
     import trio
 
     from tests.spine.harness import settings_for
-    from wadaemon.daemon import Daemon
+    from wadaemon.daemon import Daemon, fixed_transports
     from wadaemon.domain import MessageDoc, ms_to_datetime
     from wadaemon.store.contract import Store
     from wadaemon.store.sqlite import SqliteStore
@@ -77,7 +77,7 @@ def serve(args: argparse.Namespace) -> int:
     if batch:
         _seed(store, batch)
     settings = settings_for(data / "daemon", PORT=str(args.port), HOST="127.0.0.1", API_TOKEN=TOKEN)
-    daemon = Daemon(settings, served, [ACCOUNT], {ACCOUNT: phone}.__getitem__)
+    daemon = Daemon(settings, served, [ACCOUNT], fixed_transports({ACCOUNT: phone}))
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

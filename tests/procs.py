@@ -16,10 +16,11 @@ a test reads like a scenario. The fixtures (``tests/multiproc/conftest.py``) are
                    "the store holds exactly what was delivered")
 
 What a ``SimServer`` offers: ``truth(account)`` (the ground truth, decoded into the service's
-own ``GroundTruth`` Struct), ``summary(account)``, ``inject``, ``traffic`` / ``stop_traffic``,
+own ``GroundTruth`` Struct), ``summary(account)``, ``summaries()``, ``inject``, ``traffic`` / ``stop_traffic``,
 ``drop_queue``, ``phone(...)`` (history answers off, delay, failing sends), ``disconnect``;
 each is one call of the control API (docs/simserver.md). ``DaemonSet.store()`` opens the shared
-store from the test process; ``messages(account)`` reads every message document of an account.
+store from the test process; ``messages(account)`` reads every message document of an account,
+``message_counts(account)`` how many documents each message id has.
 
 The store: by default one SQLite file shared by every process. Each daemon has a data dir of its
 own (journals are per process), in which ``wadaemon.sqlite`` is a symlink to the shared file —
@@ -44,7 +45,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +219,11 @@ class SimServer:
     def summary(self, account: str) -> AccountSummary:
         return msgspec.convert(http("GET", self._url(account)), AccountSummary)
 
+    def summaries(self) -> dict[str, AccountSummary]:
+        """Every account's summary, in one call."""
+        found = msgspec.convert(http("GET", f"{self.control}/accounts"), list[AccountSummary])
+        return {summary.account: summary for summary in found}
+
     def inject(self, account: str, **body: Any) -> str:
         """One live event (``chat``, ``text``, ``fromMe``, ``kind``...); the new message's id."""
         return str(http("POST", self._url(account, "/inject"), body)["id"])
@@ -317,18 +324,24 @@ class DaemonSet:
                 self._store = SqliteStore(self.store_file)
         return self._store
 
-    def messages(self, account: str) -> dict[str, tuple[str, MessageDoc]]:
-        """Every message document of an account: id -> (thread's client JID, document)."""
+    def _message_docs(self, account: str) -> Iterator[tuple[str, str, MessageDoc]]:
         store = self.store()
-        found: dict[str, tuple[str, MessageDoc]] = {}
         for thread in store.list_threads(account, limit=100_000):
             for doc in store.list_messages(thread_id_for(account, thread.client_jid), limit=1_000_000,
                                            order="asc"):
-                found[doc.wa_message_id or doc.id] = (thread.client_jid, doc)
-        return found
+                yield doc.wa_message_id or doc.id, thread.client_jid, doc
+
+    def messages(self, account: str) -> dict[str, tuple[str, MessageDoc]]:
+        """Every message document of an account: id -> (thread's client JID, document)."""
+        return {message_id: (jid, doc) for message_id, jid, doc in self._message_docs(account)}
 
     def message_ids(self, account: str) -> set[str]:
         return set(self.messages(account))
+
+    def message_counts(self, account: str) -> Counter[str]:
+        """How many message documents each message id has, over all the account's threads
+        (exactly once: every count is 1)."""
+        return Counter(message_id for message_id, _, _ in self._message_docs(account))
 
     def logs(self) -> list[Path]:
         return [proc.log for proc in self.procs]

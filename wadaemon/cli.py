@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from wadaemon.whatsapp.neonize_transport import NeonizeTransport
     from wadaemon.whatsapp.replay import ReplayTransport
     from wadaemon.whatsapp.sessions import Session
+    from wadaemon.whatsapp.transport import Licence
 
 log = logging.getLogger("wadaemon.cli")
 
@@ -198,8 +199,8 @@ def _run(settings: Settings) -> int:
         def accounts() -> list[str]:
             return served
 
-        def transport(account_id: str) -> SimServerTransport:
-            return SimServerTransport(account_id, address, settings.instance_id)
+        def transport(account_id: str, licence: Licence) -> SimServerTransport:
+            return SimServerTransport(account_id, address, settings.instance_id, licence)
     else:
         from wadaemon.whatsapp.sessions import open_sessions
 
@@ -209,8 +210,8 @@ def _run(settings: Settings) -> int:
             """Re-read every retry period: a session paired meanwhile is picked up."""
             return list(settings.accounts) or sessions.paired_accounts()
 
-        def transport(account_id: str) -> NeonizeTransport:
-            return neonize_transport(settings, account_id, sessions.session(account_id))
+        def transport(account_id: str, licence: Licence) -> NeonizeTransport:
+            return neonize_transport(settings, account_id, sessions.session(account_id), licence)
 
     if not accounts():
         log.warning("no accounts: pair one with `wadaemon pair ACCOUNT` or set WADAEMON_ACCOUNTS; running passive")
@@ -218,16 +219,19 @@ def _run(settings: Settings) -> int:
     return 0
 
 
-def neonize_transport(settings: Settings, account_id: str, session: Session | None = None) -> NeonizeTransport:
+def neonize_transport(settings: Settings, account_id: str, session: Session | None = None,
+                      licence: Licence | None = None) -> NeonizeTransport:
     """The real WhatsApp transport of an account, as configured (the one place that says how);
-    ``session`` defaults to the account's in the configured session store."""
+    ``session`` defaults to the account's in the configured session store; ``licence`` (the
+    lease's fence, in the daemon) gates the transport's own reconnects."""
     from wadaemon.whatsapp.neonize_transport import NeonizeTransport
     from wadaemon.whatsapp.sessions import open_sessions
+    from wadaemon.whatsapp.transport import unconditional
 
     if session is None:
         session = open_sessions(settings).session(account_id)
     return NeonizeTransport(
-        account_id, session,
+        account_id, session, licence=licence or unconditional,
         full_history=settings.sync_full_history, full_sync_days=settings.history_sync_days,
         full_sync_size_mb=settings.history_sync_size_mb, full_sync_quota_mb=settings.history_sync_quota_mb)
 
@@ -288,7 +292,7 @@ async def drain(settings: Settings, store: Store, account_id: str,
     ended it first — then what was not drained stays journaled for the next run."""
     from wadaemon.daemon import Daemon
 
-    daemon = Daemon(settings, store, [account_id], lambda _: transport, serve=False)
+    daemon = Daemon(settings, store, [account_id], lambda _account, _licence: transport, serve=False)
     status = daemon.board.account(account_id)  # kept: the board forgets an account once stopped
     interrupted = True
     owned = False

@@ -45,7 +45,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -65,11 +65,18 @@ from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store
 from wadaemon.store.runner import StoreRunner
 from wadaemon.systemd import Notifier, run_notifier
-from wadaemon.whatsapp.transport import Transport
+from wadaemon.whatsapp.transport import Licence, Transport
 
 log = logging.getLogger("wadaemon")
 
-TransportFactory = Callable[[str], Transport]
+#: An account's transport, given the account and the licence it reconnects under (its fence).
+TransportFactory = Callable[[str, Licence], Transport]
+
+
+def fixed_transports(transports: Mapping[str, Transport]) -> TransportFactory:
+    """Transports made in advance (the demo, tests): simulated phones that never reconnect by
+    themselves, so the licence is not theirs to ask."""
+    return lambda account_id, _licence: transports[account_id]
 
 #: Shutdown budget for the accounts' own flushes before store calls are abandoned, and the
 #: grace after that. With the HTTP stop (<= 7 s) and the store close (<= 3 s) this stays
@@ -179,7 +186,7 @@ class Daemon:
             settings=self.settings,
             runner=self.runner,
             board=self.board,
-            transport=self._transport_factory(account_id),
+            transport=self._transport_factory(account_id, fence.valid),
             journal_dir=self.settings.data_dir / "journal",
             on_change=self._accounts_changed,
             clock=self.clock,

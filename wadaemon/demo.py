@@ -10,7 +10,7 @@ import msgspec
 import trio
 
 from wadaemon.config import Settings
-from wadaemon.daemon import Daemon
+from wadaemon.daemon import Daemon, fixed_transports
 from wadaemon.store import close_store, open_store
 from wadaemon.store.contract import StoreUnavailable
 from wadaemon.whatsapp.simphone import SimPhone
@@ -27,7 +27,7 @@ async def run_demo(settings: Settings, accounts: int, messages: int, seconds: fl
         f"demo-{n}": SimPhone(f"demo-{n}", seed=n, chats=max(8, messages // 100), history_messages=messages)
         for n in range(1, accounts + 1)
     }
-    daemon = Daemon(settings, store, list(phones), phones.__getitem__)
+    daemon = Daemon(settings, store, list(phones), fixed_transports(phones))
     base = f"http://{settings.host}:{settings.port}"
     try:
         async with trio.open_nursery() as nursery:

@@ -50,7 +50,7 @@ def main() -> None:
     setup_logging(settings.instance_id, settings.log_level)
     events = os.open(events_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     store = open_store(settings)
-    daemon = Daemon(settings, store, accounts, lambda account: LoggedPhone(account, instance_id, events),
+    daemon = Daemon(settings, store, accounts, lambda account, _: LoggedPhone(account, instance_id, events),
                     serve=False)
     try:
         trio.run(daemon.run)

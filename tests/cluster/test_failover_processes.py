@@ -18,13 +18,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.cluster.watch import LEASE_S, TIMING, EpochWatch, now_ms
 from tests.firestore_emulator import FirestoreEmulator
 from wadaemon.store.firestore import FirestoreStore
 
@@ -32,15 +31,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.firestore]
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNTS = [f"acct-{i:02}" for i in range(30)]
-LEASE_S = 6.0
-#: 6 s leases: short enough for a quick test, long enough that three busy processes on a
-#: loaded 2-core machine do not miss renew deadlines (at 3 s they did, restarting accounts).
-TIMING = {"WADAEMON_ACCOUNT_LEASE_MS": "6000", "WADAEMON_ACCOUNT_RENEW_DEADLINE_MS": "4000",
-          "WADAEMON_ACCOUNT_RETRY_PERIOD_MS": "1000", "WADAEMON_LOG_LEVEL": "WARNING"}
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Cluster:
@@ -48,8 +38,8 @@ class Cluster:
         self.tmp = tmp
         self.events = tmp / "events.log"
         self.events.touch()
-        self.env = {**os.environ, **TIMING, "FIRESTORE_EMULATOR_HOST": emulator.hostport,
-                    "FIRESTORE_PROJECT": emulator.project}
+        self.env = {**os.environ, **TIMING, "WADAEMON_LOG_LEVEL": "WARNING",
+                    "FIRESTORE_EMULATOR_HOST": emulator.hostport, "FIRESTORE_PROJECT": emulator.project}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def spawn(self, name: str) -> None:
@@ -104,32 +94,6 @@ class Cluster:
         starts = [at for what, inst, acc, at in self.lines()
                   if what == "start" and acc == account and inst in among and at >= since_ms]
         return min(starts) if starts else None
-
-
-class EpochWatch:
-    """Reads every account lease ten times a second: epoch -> owners ever seen."""
-
-    def __init__(self, store: FirestoreStore) -> None:
-        self.store = store
-        self.owners: dict[tuple[str, int], set[str]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(Exception):
-                for lease in self.store.list_account_leases():
-                    self.owners.setdefault((lease.key, lease.epoch), set()).add(lease.owner_id)
-            self._stop.wait(0.1)
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[EpochWatch]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join()
 
 
 def held_by(cluster: Cluster, name: str) -> set[str]:
@@ -203,8 +167,7 @@ def test_kill_stop_and_term_fail_over_within_bounds_and_never_overlap(
             cluster.wait("every account to run exactly once",
                          lambda: all(len(i) == 1 for i in cluster.open_sockets(dead={"a"}).values()), 15)
             time.sleep(1)  # the epoch watch sees the final state
-        assert all(len(owners) == 1 for owners in epochs.owners.values()), {
-            k: v for k, v in epochs.owners.items() if len(v) > 1}
+        assert epochs.shared() == {}
         assert _overlaps(cluster, killed_a=killed, frozen_b=(stopped, resumed)) == []
         figures["epochs_seen"] = len(epochs.owners)
         print("\nfailover figures:", figures)

@@ -69,3 +69,16 @@ async def test_a_send_is_refused_once_the_fence_fails(tmp_path: Path, autojump_c
     with pytest.raises(LeaseLost):
         runner.check_fence(ACCOUNT)
     store.close()
+
+
+async def test_validity_is_answered_on_any_thread_on_the_runs_clock(mock_clock: trio.testing.MockClock) -> None:
+    """A transport's reconnect thread asks the fence (its ``Licence``): the answer must come
+    from the run's clock without trio context, so that a process resumed past its deadline is
+    refused there even before trio has delivered the cancellation."""
+    fence = Fence(LEASE, deadline=trio.current_time() + 2)
+    assert await trio.to_thread.run_sync(fence.valid)
+    mock_clock.jump(2)  # the process "resumes" past its deadline: no task has run since
+    assert not await trio.to_thread.run_sync(fence.valid)
+    fresh = Fence(LEASE, deadline=trio.current_time() + 2)
+    fresh.revoke()
+    assert not await trio.to_thread.run_sync(fresh.valid)

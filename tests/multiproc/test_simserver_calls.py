@@ -131,6 +131,31 @@ def test_sends_are_acked_or_failed_on_demand_and_lids_resolve(
     assert transport.resolve_lid("999@lid") == ""
 
 
+class Revocable:
+    """A licence the test revokes; once revoked, being asked is noted."""
+
+    def __init__(self) -> None:
+        self.revoked = False
+        self.asked_once_revoked = threading.Event()
+
+    def __call__(self) -> bool:
+        if self.revoked:
+            self.asked_once_revoked.set()
+        return not self.revoked
+
+
+def test_no_reconnect_once_the_licence_is_revoked(connected: tuple[SimServer, SimServerTransport, Sink]) -> None:
+    """A process resumed after its lease expired finds its connection closed by the service;
+    its link thread must ask the fence before reconnecting, or it replaces the new holder."""
+    sim, transport, _ = connected
+    licence = Revocable()
+    transport.licence = licence
+    licence.revoked = True
+    sim.disconnect(ACC)
+    assert licence.asked_once_revoked.wait(WAIT), "the transport reconnected without asking its licence"
+    assert sim.summary(ACC).connections == 1  # no Hello went out after the licence said no
+
+
 def test_reconnect_backoff_doubles_to_a_ceiling() -> None:
     assert [reconnect_delay(n) for n in range(7)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
     assert reconnect_delay(10_000) == 5.0

@@ -350,7 +350,7 @@ async def test_tick_over_many_accounts_in_cooldown_reads_and_writes_nothing(cloc
 ])
 def test_recent_sync_flag_leaves_its_actor_out(tmp_path: Path, env: dict[str, str], expected: set[str]) -> None:
     settings: Settings = load_settings({"WADAEMON_DATA_DIR": str(tmp_path), "INSTANCE_ID": "i", **env})
-    daemon = Daemon(settings, SqliteStore(tmp_path / "s.sqlite"), [], lambda a: None, serve=False)  # type: ignore[arg-type,return-value]
+    daemon = Daemon(settings, SqliteStore(tmp_path / "s.sqlite"), [], lambda a, _: None, serve=False)  # type: ignore[arg-type,return-value]
     names = {spec.name for spec in daemon._children()}
     assert names - {"accounts", "control", "ownership"} == expected
 

@@ -94,6 +94,9 @@ def test_only_threads_active_across_an_unchecked_gap_are_due() -> None:
     assert pending_gap(thread(500, checked=200), gaps) == gaps[1]
     assert pending_gap(thread(250, checked=200), gaps) is None
     assert pending_gap(thread(500, checked=400), gaps) is None
+    # Checked through its newest message (anchored inside the gap): due again once a newer one came.
+    assert pending_gap(thread(150, checked=150), gaps) is None
+    assert pending_gap(thread(180, checked=150), gaps) == gaps[0]
 
 
 def test_gaps_leave_with_the_lookback_window() -> None:

@@ -87,17 +87,34 @@ async def test_only_threads_active_across_the_gap_cost_a_request(
         nursery.cancel_scope.cancel()
     anchors = [(chat, anchor) for chat, anchor, _ in account.asked]
     assert anchors == [(A, f"{A[:5]}-{GAP.to_ms + 10_000}"), (A, "dropped"), (C, f"{C[:5]}-{GAP.from_ms + 1000}")]
-    for jid in (A, C):
-        thread = store.get_thread("a__" + jid)
-        assert thread is not None and thread.gap_checked_through_ms == GAP.to_ms
+    checked = {jid: getattr(store.get_thread("a__" + jid), "gap_checked_through_ms", None) for jid in (A, C)}
+    # C was anchored inside the gap: only what is older than its anchor is known complete.
+    assert checked == {A: GAP.to_ms, C: GAP.from_ms + 1000}
     doc = store.get_account("a")
     assert doc is not None and doc.last_recent_sync_result is not None
     result = doc.last_recent_sync_result
     assert (result.ok, result.threads, result.messages, result.requests, result.gaps_open) == (True, 2, 2, 3, 1)
-    # The next tick: every thread checked through the gap, nothing asked.
+    # The next tick: every thread checked as far as it can be, nothing asked.
     asked = len(account.asked)
     await sync.tick()
     assert len(account.asked) == asked
+    # A message after the gap arrives in C: now C can be anchored after whatever was newer
+    # than its old anchor (the last messages a dead instance had journaled, say), and is.
+    put(store, C, GAP.to_ms + 5000)
+    async with trio.open_nursery() as nursery:
+        # The answer brings the stranded message and reaches before the gap.
+        nursery.start_soon(answer_once, account, message("pre-c2", account_id="a", client_jid=C,
+                                                         ts_ms=GAP.from_ms - 5000))
+        await sync.tick()
+    assert account.asked[asked:][0][:2] == (C, f"{C[:5]}-{GAP.to_ms + 5000}")
+    thread = store.get_thread("a__" + C)
+    assert thread is not None and thread.gap_checked_through_ms == GAP.to_ms
+
+
+async def answer_once(account: FakeAccount, oldest: MessageDoc) -> None:
+    await account.asked_event.wait()
+    chat, _, _ = account.asked[-1]
+    account.answer("a__" + chat, oldest=oldest, written=1)
 
 
 async def test_no_gap_no_cost_and_old_gaps_leave_the_window(clock: trio.testing.MockClock, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 
 from wadaemon.config import Settings, load_settings
-from wadaemon.daemon import Daemon
+from wadaemon.daemon import Daemon, fixed_transports
 from wadaemon.domain import MessageDoc, ThreadDoc
 from wadaemon.schedulers.lease import WallClock
 from wadaemon.store.contract import Store
@@ -26,7 +26,7 @@ async def running(settings: Settings, store: Store, transports: dict[str, Transp
                   serve: bool = False, clock: WallClock | None = None) -> AsyncIterator[Daemon]:
     """The daemon, started (tree up) for the body, stopped after it; ``serve``: with its HTTP
     server (give ``PORT`` a free loopback port); ``clock``: its wall clock (epoch ms)."""
-    daemon = Daemon(settings, store, list(transports), transports.__getitem__, serve=serve, clock=clock)
+    daemon = Daemon(settings, store, list(transports), fixed_transports(transports), serve=serve, clock=clock)
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.run)
         try:

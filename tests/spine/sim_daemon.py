@@ -11,6 +11,7 @@ import sys
 
 from wadaemon.cli import run_daemon
 from wadaemon.config import load_settings
+from wadaemon.daemon import fixed_transports
 from wadaemon.logs import setup_logging
 from wadaemon.whatsapp.simphone import SimPhone
 
@@ -20,7 +21,7 @@ def main(history: int) -> None:
     setup_logging(settings.instance_id, settings.log_level)
     phones = {account: SimPhone(account, seed=n, chats=20, history_messages=history, chunk_size=100)
               for n, account in enumerate(settings.accounts)}
-    run_daemon(settings, lambda: list(phones), phones.__getitem__)
+    run_daemon(settings, lambda: list(phones), fixed_transports(phones))
 
 
 if __name__ == "__main__":

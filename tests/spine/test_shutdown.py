@@ -22,7 +22,7 @@ import trio.testing
 from tests.firestore_emulator import FirestoreEmulator
 from tests.http.fakes import Reply, fetch
 from tests.spine.harness import settings_for, settle
-from wadaemon.daemon import Daemon
+from wadaemon.daemon import Daemon, fixed_transports
 from wadaemon.domain import AccountDoc
 from wadaemon.store.contract import Store, StoreUnavailable
 from wadaemon.store.runner import StoreRunner
@@ -105,7 +105,7 @@ async def test_ready_answers_503_through_the_drain_and_the_listener_closes_last(
     store = HeldStore(SqliteStore(tmp_path / "store.sqlite"))
     phone = SimPhone(ACCOUNT, seed=3, chats=4, history_messages=60, chunk_size=30)
     daemon = Daemon(settings_for(tmp_path / "data", PORT=str(port)), store, [ACCOUNT],  # type: ignore[arg-type]
-                    {ACCOUNT: phone}.__getitem__)
+                    fixed_transports({ACCOUNT: phone}))
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)

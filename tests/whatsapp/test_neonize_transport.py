@@ -487,6 +487,30 @@ def test_an_unexpected_end_of_connect_reconnects_with_a_fresh_client(
     assert len(attempts) == 2
 
 
+def test_no_reconnect_once_the_licence_is_revoked(session_path: Path, go: FakeGo,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transport's own reconnect asks the lease's fence first (``Licence``)."""
+    attempts: list[Any] = []
+    asked = threading.Event()
+
+    def failing_connect(self: Any, proxy_settings: Any = None) -> None:
+        attempts.append(self)
+        raise RuntimeError("no network")
+
+    def licence() -> bool:
+        asked.set()
+        return False  # the lease was lost while the connection was down
+
+    monkeypatch.setattr(NewClient, "connect", failing_connect)
+    transport = NeonizeTransport("acc1", session_path, full_history=True, licence=licence)
+    transport.start_settle_s = 0.05
+    transport.reconnect_min_s = 0.05
+    transport.start(Sink())
+    assert asked.wait(5), "the reconnect did not ask its licence"
+    transport.stop()
+    assert len(attempts) == 1
+
+
 def test_stop_cancels_a_pending_reconnect(session_path: Path, go: FakeGo,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     attempts: list[Any] = []

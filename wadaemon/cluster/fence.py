@@ -28,17 +28,27 @@ from wadaemon.domain import Lease
 
 class Fence:
     def __init__(self, lease: Lease, deadline: float) -> None:
+        """Created inside trio (the run's clock is what the deadline is measured on)."""
         self.lease = lease
         self.scope = trio.CancelScope(deadline=deadline)
         self.revoked = False
+        self._clock = trio.lowlevel.current_clock()
 
     @property
     def deadline(self) -> float:
         return self.scope.deadline
 
     def valid(self) -> bool:
-        """Still safely ours: not revoked and the renew deadline not reached (trio clock)."""
-        return not self.revoked and not self.scope.cancel_called and trio.current_time() < self.scope.deadline
+        """Still safely ours: not revoked and the renew deadline not reached (trio clock).
+
+        Callable from any thread: it reads the run's clock object, which needs no trio context.
+        A transport asks it before every connection it opens by itself (``Licence``), because
+        a process resumed past its deadline runs its threads as soon as trio: a reconnect
+        waiting on a thread could otherwise beat the cancellation that stops the transport,
+        and open a second connection beside the new holder's."""
+        # Not ``scope.cancel_called``: it reads trio's context. Only ``revoke`` and the
+        # deadline ever cancel the scope, and both are checked here directly.
+        return not self.revoked and self._clock.current_time() < self.scope.deadline
 
     def renewed(self, lease: Lease, deadline: float) -> bool:
         """A renewal sent at ``deadline - renew deadline`` succeeded. False when it came too

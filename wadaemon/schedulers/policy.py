@@ -131,12 +131,16 @@ def live_gaps(gaps: Sequence[SyncGap], now_ms: int, lookback_ms: int) -> tuple[l
 
 
 def pending_gap(thread: ThreadDoc, gaps: Sequence[SyncGap]) -> SyncGap | None:
-    """The oldest gap ``thread`` still needs checking against (None: no request for it)."""
+    """The oldest gap ``thread`` still needs checking against (None: no request for it).
+
+    A thread checked through its newest message (anchored inside a gap: nothing had come after
+    it) is due again only once a newer message arrives: requests reach only what is older than
+    their anchor, so asking again from the same anchor could gain nothing."""
     last = thread.last_message_at_ms
     if last is None:
         return None
     checked = thread.gap_checked_through_ms or 0
     for gap in gaps:
-        if gap.to_ms > checked and last >= gap.from_ms:
+        if gap.to_ms > checked and last >= gap.from_ms and last > checked:
             return gap
     return None

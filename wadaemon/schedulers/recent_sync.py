@@ -11,7 +11,10 @@ connected account with an open gap, under the account's recent-sync lease:
   it, the newest one inside it), ask for older messages and page back until an answer
   reaches a message from before the gap (the gap is closed for the thread), the phone has no
   more, or ``RECENT_SYNC_MAX_MESSAGES_PER_THREAD`` messages were gained;
-* the thread is then marked ``gapCheckedThroughMs = gap end`` so the next tick skips it.
+* the thread is then marked ``gapCheckedThroughMs = gap end`` so the next tick skips it — or,
+  when the anchor was inside the gap, ``= the anchor's time`` only: a message newer than the
+  anchor may still be missing (the last ones an instance received before it died, stranded in
+  its journal), and the thread is due again once a newer message gives an anchor after them.
 
 Accounts without a gap cost nothing: no lease, no read, no request, no write. That is also
 why ``lastRecentSyncAt`` moves only on ticks that had work. A thread with messages missing in
@@ -82,8 +85,10 @@ async def fill_gaps(account: ScheduledAccount, runner: StoreRunner, settings: Se
             continue
         thread_id = f"{account.account_id}__{thread.client_jid}"
         anchor: MessageDoc | None = await runner.read(store.first_message_since, thread_id, gap.to_ms)
+        through = gap.to_ms
         if anchor is None:
             anchor = await runner.read(store.newest_message, thread_id)
+            through = anchor.ts_client_ms if anchor is not None else through
         if anchor is None or anchor.ts_client_ms < gap.from_ms:
             continue
         out.threads += 1
@@ -111,7 +116,7 @@ async def fill_gaps(account: ScheduledAccount, runner: StoreRunner, settings: Se
             anchor = older
         out.messages += gained
         if done or gained >= settings.recent_sync_max_messages_per_thread:
-            patches.append(ThreadPatch(thread_id=thread_id, gap_checked_through_ms=gap.to_ms))
+            patches.append(ThreadPatch(thread_id=thread_id, gap_checked_through_ms=through))
     if patches and not settings.history_sync_dry_run:
         await runner.write(account.account_id, store.patch_threads, patches)
     return out

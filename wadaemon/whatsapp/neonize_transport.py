@@ -51,10 +51,12 @@ from wadaemon.whatsapp.capture import CaptureWriter
 from wadaemon.whatsapp.sessions import FileSession, Session
 from wadaemon.whatsapp.transport import (
     HistoryRequestUnavailable,
+    Licence,
     RawEvent,
     RawEventSink,
     SendResult,
     TransportError,
+    unconditional,
 )
 
 log = logging.getLogger("wadaemon.neonize")
@@ -402,10 +404,14 @@ class NeonizeTransport:
     def __init__(self, account_id: str, session: Session | Path | str, *, full_history: bool,
                  capture: CaptureWriter | None = None, full_sync_days: int = FULL_SYNC_DAYS_LIMIT,
                  full_sync_size_mb: int = FULL_SYNC_SIZE_MB_LIMIT,
-                 full_sync_quota_mb: int = FULL_SYNC_STORAGE_QUOTA_MB) -> None:
+                 full_sync_quota_mb: int = FULL_SYNC_STORAGE_QUOTA_MB,
+                 licence: Licence = unconditional) -> None:
         """``session``: where the whatsmeow session lives (``wadaemon.whatsapp.sessions``); a
-        path is a session file."""
+        path is a session file. ``licence`` gates this transport's own reconnects (``Licence``);
+        whatsmeow's reconnects inside a connection are stopped by ``stop`` when the fence
+        cancels the account."""
         self.account_id = account_id
+        self.licence = licence
         self.session: Session = (FileSession(account_id, Path(session)) if isinstance(session, Path | str)
                                  else session)
         self.full_history = full_history
@@ -687,6 +693,10 @@ class NeonizeTransport:
         with self._lifecycle:
             if not self._wanted or self._session is not ended:
                 return  # stopped (or restarted) meanwhile
+            if not self.licence():
+                log.warning("[neonize] accountId=%s: the ownership lease is no longer held: not reconnecting",
+                            self.account_id)
+                return
             self._reconnect_timer = None
             if not self.session.paired_jid():  # never connect into a QR loop stop can't end
                 log.error("[neonize] accountId=%s lost its paired device; not reconnecting",

@@ -20,6 +20,10 @@ Connection loss: the sink gets a genuine ``Disconnected`` event (account state
 ``disconnected``), and the link reconnects with exponential backoff (``reconnect_delay``)
 until ``stop``. After ``StreamReplaced`` (another client took the account) it does not
 reconnect, as whatsmeow does not: fighting back would only replace the other client in turn.
+Nor does it reconnect once its ``licence`` (the account lease's fence) says no: a process
+frozen past its lease is resumed with its socket closed by the service, and its link thread
+may wake before trio has cancelled the account; asking the fence first keeps it from opening
+a connection that would replace the new holder's.
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ from wadaemon.whatsapp import protos as P
 from wadaemon.whatsapp import simwire as W
 from wadaemon.whatsapp.transport import (
     HistoryRequestUnavailable,
+    Licence,
     RawEvent,
     RawEventSink,
     SendResult,
     TransportError,
+    unconditional,
 )
 
 log = logging.getLogger("wadaemon.simclient")
@@ -131,10 +137,12 @@ _Item = tuple[_Link, W.Event] | RawEvent | None
 class SimServerTransport:
     """One account's connection to the simulated service; implements ``Transport``."""
 
-    def __init__(self, account_id: str, address: tuple[str, int], client: str) -> None:
+    def __init__(self, account_id: str, address: tuple[str, int], client: str,
+                 licence: Licence = unconditional) -> None:
         self.account_id = account_id
         self.address = address
         self.client = client
+        self.licence = licence
         self._ids = itertools.count(1)
         self._link: _Link | None = None
         self._stopping = threading.Event()
@@ -233,6 +241,11 @@ class SimServerTransport:
                          self.account_id, *self.address, exc, delay)
                 self._stopping.wait(delay)
                 continue
+            if not self.licence():  # the last moment before the service sees us
+                sock.close()
+                log.warning("[simclient] account=%s: the ownership lease is no longer held: not reconnecting",
+                            self.account_id)
+                return
             link = _Link(sock)
             replaced, welcomed = self._serve(link)
             if welcomed:

@@ -11,6 +11,7 @@ hand-over completes, and because no neonize type may leave this package.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
@@ -41,6 +42,20 @@ class HistoryRequestUnavailable(Exception):
 
 class TransportError(Exception):
     """Sending or requesting failed; the message says why."""
+
+
+#: Whether this process may still hold the account's connection: its ownership lease's fence
+#: (``wadaemon.cluster.fence.Fence.valid``), callable from any thread. A transport asks it
+#: before every connection it opens *by itself* (a reconnect after a drop): a process frozen
+#: past its lease and resumed must not reconnect an account another instance now holds, even
+#: if its reconnect thread runs before the cancellation that stops the transport. False is
+#: final: the account's subtree is being stopped.
+Licence = Callable[[], bool]
+
+
+def unconditional() -> bool:
+    """The licence of a transport that no lease governs (pairing, replay, tests)."""
+    return True
 
 
 class RawEventSink(Protocol):
