@@ -174,10 +174,24 @@ class FirestoreEmulator:
             os.killpg(proc.pid, signal.SIGKILL)
 
     def pause(self) -> None:
-        """Freeze the emulator (SIGSTOP): connections hang instead of being refused."""
+        """Freeze the emulator (SIGSTOP): connections hang instead of being refused. Returns
+        once every thread of the JVM is stopped: a signal is only queued by ``kill``, and on a
+        loaded machine a thread still running could answer one more request."""
         if self._proc is not None and self._proc.poll() is None and not self._paused:
             os.killpg(self._proc.pid, signal.SIGSTOP)
             self._paused = True
+            deadline = time.monotonic() + 5.0
+            while not self._all_stopped() and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    def _all_stopped(self) -> bool:
+        assert self._proc is not None
+        tasks = Path(f"/proc/{self._proc.pid}/task")
+        try:
+            states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in tasks.iterdir()]
+        except OSError:  # a thread ended meanwhile: look again
+            return False
+        return all(state in ("T", "t") for state in states)
 
     def resume(self) -> None:
         if self._proc is not None and self._paused:
