@@ -104,7 +104,7 @@ async def test_ready_answers_503_through_the_drain_and_the_listener_closes_last(
     port = free_port()
     store = HeldStore(SqliteStore(tmp_path / "store.sqlite"))
     phone = SimPhone(ACCOUNT, seed=3, chats=4, history_messages=60, chunk_size=30)
-    daemon = Daemon(settings_for(tmp_path / "data", PORT=str(port)), store, [ACCOUNT],  # type: ignore[arg-type]
+    daemon = Daemon(settings_for(tmp_path / "data", PORT=str(port)), store, [ACCOUNT],
                     fixed_transports({ACCOUNT: phone}))
     try:
         async with trio.open_nursery() as nursery:
