@@ -434,26 +434,31 @@ def test_run_live_with_zipf_puts_most_traffic_on_the_first_chats(phones: list[Si
     assert top_two > 900  # expected (1 + 2**-1.2) / H(20, 1.2) = 0.50 of the traffic, 1004
 
 
+class Blocking(Recorder):
+    """A sink stuck in ``deliver`` until ``release`` (a slow journal); ``entered`` once it is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def deliver(self, raw: RawEvent) -> None:
+        self.entered.set()
+        self.release.wait(WAIT)
+        super().deliver(raw)
+
+
 def test_blocking_sink_is_backpressure_and_stop_holds_the_rest(phones: list[SimPhone]) -> None:
-    release = threading.Event()
-    entered = threading.Event()
-
-    class Blocking(Recorder):
-        def deliver(self, raw: RawEvent) -> None:
-            entered.set()
-            release.wait(WAIT)
-            super().deliver(raw)
-
     phone = SimPhone(ACC, 16, chats=3, history_messages=0, paired=True)
     phones.append(phone)
     sink = Blocking()
     phone.start(sink)
-    assert entered.wait(WAIT)
+    assert sink.entered.wait(WAIT)
     ids = [phone.emit_inbound(0, f"m{n}") for n in range(3)]
     assert not phone.wait_idle(0.05)  # the phone thread is stuck in deliver: nothing moves
     stopper = threading.Thread(target=phone.stop)
     stopper.start()
-    release.set()
+    sink.release.set()
     stopper.join(WAIT)
     delivered = len(sink.raws)
     again = run(phones, phone)
@@ -566,6 +571,60 @@ def test_history_requests_are_logged_withheld_or_delayed(phones: list[SimPhone])
     assert (phone.history_log[-1].answered, phone.history_log[-1].messages) == (True, 5)
     answers = [e for e in recorder.events() if isinstance(e, HistoryChunkEvent)]
     assert len(answers) == 1 and len(answers[0].conversations[0].messages) == 5
+
+
+class LiveAroundHistory(HistoryNotifier):
+    """Signals the first live Message, and the first one after a HistorySync."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_live = threading.Event()
+        self.live_after_history = threading.Event()
+
+    def deliver(self, raw: RawEvent) -> None:
+        after = self.history.is_set()
+        super().deliver(raw)
+        if raw.name == "Message":
+            (self.live_after_history if after else self.first_live).set()
+
+
+def test_on_demand_answer_does_not_wait_behind_a_live_stream(phones: list[SimPhone]) -> None:
+    """A real phone answers a history request while its chats keep talking. The demo runs one
+    day-long ``run_live`` stream per phone: an answer queued behind it never arrived, and every
+    demo backfill timed out. The answer goes out between two live messages, and the stream goes
+    on after it."""
+    phone = SimPhone(ACC, 26, chats=3, history_messages=6, archive_depth=20, paired=True)
+    sink = LiveAroundHistory()
+    phones.append(phone)
+    phone.start(sink)
+    phone.run_live(rate_per_s=100, duration_s=24 * 3600)
+    assert sink.first_live.wait(WAIT)  # the stream is delivering
+    chat = phone.chats[0]
+    oldest = phone.message_at(chat, phone.history_range(chat).start)
+    phone.request_history(chat.jid, oldest.message_id, oldest.from_me, oldest.ts_ms, 5)
+    assert sink.history.wait(WAIT)  # well inside the daemon's 60 s history-request timeout
+    assert sink.live_after_history.wait(WAIT)
+    answers = [e for e in sink.events() if isinstance(e, HistoryChunkEvent)]
+    assert [(a.sync_type, len(a.conversations[0].messages)) for a in answers] == [("ON_DEMAND", 5)]
+
+
+def test_on_demand_answer_goes_before_events_already_queued(phones: list[SimPhone]) -> None:
+    """The simulated service's traffic queues events one by one: a backlog of them (a slow
+    journal) must not delay an answer either."""
+    phone = SimPhone(ACC, 27, chats=3, history_messages=6, archive_depth=20, paired=True)
+    phones.append(phone)
+    sink = Blocking()
+    phone.start(sink)
+    assert sink.entered.wait(WAIT)  # stuck in delivering Connected: what follows queues up
+    ids = [phone.emit_inbound(0, f"m{n}") for n in range(3)]
+    chat = phone.chats[1]
+    oldest = phone.message_at(chat, phone.history_range(chat).start)
+    phone.request_history(chat.jid, oldest.message_id, oldest.from_me, oldest.ts_ms, 5)
+    sink.release.set()
+    assert phone.wait_idle(WAIT)
+    names = [raw.name for raw in sink.raws]
+    assert names.count("HistorySync") == 1 and names.index("HistorySync") < names.index("Message")
+    assert [e.message_id for e in sink.events() if isinstance(e, MessageEvent)] == ids
 
 
 def test_live_mix_with_edits_and_reactions(phones: list[SimPhone]) -> None:

@@ -83,7 +83,8 @@ KIND_TYPES = {"reply": "text"}
 
 ChatKind = Literal["pn", "lid", "group"]
 ReceiptName = Literal["delivered", "read", "played"]
-_Item = tuple[Literal["event", "control", "stream"], Any]
+#: A queued item; an ``answer`` item only wakes the delivery thread for ``_Session.answers``.
+_Item = tuple[Literal["event", "control", "stream", "answer"], Any]
 
 
 class SinkGone(TransportError):
@@ -130,10 +131,17 @@ class HistoryRequest(msgspec.Struct, kw_only=True):
 
 class _Session:
     """One start..stop span: its own queue and stop flag, so a delivery thread that outlived a
-    timed-out ``stop`` can never take events queued for the next session."""
+    timed-out ``stop`` can never take events queued for the next session.
+
+    ``answers`` is the priority lane of on-demand history answers: a phone answers a request
+    while its chats keep talking, so an answer goes out before anything else queued and between
+    two messages of a stream, never after it (a live stream can run for a day, the history
+    request times out in a minute). Each answer also queues one ``answer`` item, which wakes an
+    idle delivery thread and, when stopping, holds the answers still in the lane."""
 
     def __init__(self) -> None:
         self.queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self.answers: deque[RawEvent] = deque()
         self.stopping = threading.Event()
 
 
@@ -218,7 +226,8 @@ class SimPhone:
 
     On-demand requests are answered after ``history_delay_s`` (0: at once, on the caller's
     thread), or never while ``history_answers`` is False (the phone is offline); every request
-    is logged in ``history_log``.
+    is logged in ``history_log``. While connected, an answer is delivered ahead of queued events
+    and streams (``_Session.answers``); while disconnected it is held like any live event.
     """
 
     def __init__(self, account_id: str, seed: int = 0, *, chats: int = 12, history_messages: int = 240,
@@ -719,7 +728,11 @@ class SimPhone:
         with self._lock:
             request.answered = True
             request.messages = sum(len(c.messages) for c in P.history_of(answer).conversations)
-            self._emit_locked(answer)
+            if self._online and self._session is not None:
+                self._session.answers.append(answer)
+                self._put(("answer", self._session))
+            else:
+                self._emit_locked(answer)
 
     # ----------------------------------------------------------------------------------------
     # Live traffic (callable from any thread; delivery happens on the phone's thread)
@@ -975,6 +988,24 @@ class SimPhone:
                 self._held_events.append(payload)
             elif kind == "stream":
                 self._held_streams.append(payload)
+            elif kind == "answer":
+                self._held_events.extend(payload.answers)
+                payload.answers.clear()
+
+    def _deliver_answers(self, sink: RawEventSink, session: _Session) -> None:
+        """Deliver the on-demand answers waiting in the session's lane; one the sink refused
+        goes back to the front of the lane (its ``answer`` item, still unfinished, holds it)."""
+        while not session.stopping.is_set():
+            with self._lock:
+                if not session.answers:
+                    return
+                answer = session.answers.popleft()
+            try:
+                sink.deliver(answer)
+            except Exception:
+                with self._lock:
+                    session.answers.appendleft(answer)
+                raise
 
     def _run(self, sink: RawEventSink, session: _Session) -> None:
         while True:
@@ -990,7 +1021,9 @@ class SimPhone:
                     self._run_stream(sink, session, item[1])
                 else:
                     try:
-                        sink.deliver(item[1])
+                        self._deliver_answers(sink, session)
+                        if item[0] != "answer":
+                            sink.deliver(item[1])
                     except Exception:
                         self._hold(item)
                         raise
@@ -1019,6 +1052,7 @@ class SimPhone:
                 self._hold(("stream", itertools.chain([raw], stream)))
                 return
             try:
+                self._deliver_answers(sink, session)
                 sink.deliver(raw)
             except Exception:
                 self._hold(("stream", itertools.chain([raw], stream)))
