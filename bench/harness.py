@@ -87,7 +87,7 @@ class CommitCounter:
                 counter.commits += 1
             return result
 
-        WriteBatch.commit = commit  # type: ignore[method-assign]
+        WriteBatch.commit = commit
 
     def total(self) -> int:
         return sum(self.writes.values())

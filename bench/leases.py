@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -41,7 +42,7 @@ class CountingStore:
         self.writes: Counter[str] = Counter()
         self.commits: Counter[str] = Counter()
 
-    def renew_leases(self, held: list[Lease], *, ttl_ms: int, now_ms: int) -> list[Lease | None]:
+    def renew_leases(self, held: Sequence[Lease], *, ttl_ms: int, now_ms: int) -> list[Lease | None]:
         renewed = self.store.renew_leases(held, ttl_ms=ttl_ms, now_ms=now_ms)
         self.writes["lease"] += sum(1 for lease in renewed if lease is not None)
         self.commits["lease"] += 1 if held else 0
@@ -103,7 +104,7 @@ async def measure(accounts: int, instances: int, seconds: float) -> dict[str, An
     actors: list[Ownership] = []
     async with trio.open_nursery() as nursery:
         for n in range(instances):
-            actor = Ownership(store=store, host=IdleHost(nursery), board=DaemonStatus(f"bench-{n}"),  # type: ignore[arg-type]
+            actor = Ownership(store=store, host=IdleHost(nursery), board=DaemonStatus(f"bench-{n}"),
                               instance_id=f"bench-{n}", timing=FAST, accounts=lambda: names)
             actors.append(actor)
             await nursery.start(actor.run)

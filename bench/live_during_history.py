@@ -27,7 +27,7 @@ from wadaemon.whatsapp.simphone import SimPhone
 
 async def _run(store: Store, phone: TimedPhone, rate: float, duration: float, data: Path) -> float:
     started = time.perf_counter()
-    async with running(settings_for(data), store, {phone.phone.account_id: phone}) as daemon:  # type: ignore[dict-item]
+    async with running(settings_for(data), store, {phone.phone.account_id: phone}) as daemon:
         phone.phone.run_live(rate, duration, receipt_ratio=0.0, outbound_ratio=0.0)
         assert await trio.to_thread.run_sync(phone.phone.wait_idle, 900.0), "the phone never went idle"
         with trio.fail_after(900):

@@ -118,7 +118,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def _run(store: Store, phones: list[TimedPhone], rate_each: float, duration: float, zipf_s: float,
                receipt_ratio: float, data: Path) -> int:
-    async with running(settings_for(data), store, {p.phone.account_id: p for p in phones}) as daemon:  # type: ignore[misc]
+    async with running(settings_for(data), store, {p.phone.account_id: p for p in phones}) as daemon:
         await settle(daemon, [p.phone for p in phones])
         events = sum(p.phone.run_live(rate_each, duration, receipt_ratio=receipt_ratio, zipf_s=zipf_s) for p in phones)
         await settle(daemon, [p.phone for p in phones])

@@ -72,7 +72,12 @@ async def _backfill(store: Store, data: Path, threads: int) -> dict[str, Any]:
         await settle(daemon, [phone])
         done = trio.Event()
         final: list[AutoBackfillStatus] = []
-        daemon.auto_backfill.on_finished = lambda _a, status: (final.append(status), done.set())  # type: ignore[func-returns-value]
+
+        def finished(_account_id: str, status: AutoBackfillStatus) -> None:
+            final.append(status)
+            done.set()
+
+        daemon.auto_backfill.on_finished = finished
         started = time.perf_counter()
         assert await daemon.auto_backfill.trigger_backfill("bf") == "started"
         with trio.fail_after(600):

@@ -26,8 +26,9 @@ Shutdown (SIGTERM/SIGINT or ``stop``) is ordered and bounded, so the process is 
 
 1. /ready turns 503 — the HTTP listener stays up through the drain, so a load balancer sees
    "draining", not "connection refused";
-2. the schedulers, then ownership are stopped: ownership stops every account subtree (each
-   writer flushes what it holds under its still-valid lease, each transport stops), then
+2. the schedulers, then ownership are stopped: ownership stops every account subtree (its
+   transport first, then the pipeline commits what the transport handed over, within
+   ``DRAIN_S``, under the still-valid lease; then the subtree is cancelled), then
    releases every lease and deletes the heartbeat, so the others take over at once; if that
    takes longer than ``ACCOUNTS_STOP_S`` (a frozen store), the store calls still in flight are
    abandoned (``StoreRunner.abandon``) and the accounts get ``ABANDON_GRACE_S`` more to unwind;
@@ -63,7 +64,7 @@ from wadaemon.schedulers.lease import WallClock
 from wadaemon.schedulers.recent_sync import RecentSync
 from wadaemon.status import DaemonStatus
 from wadaemon.store.contract import Store
-from wadaemon.store.runner import StoreRunner
+from wadaemon.store.runner import LeaseLost, StoreRunner
 from wadaemon.systemd import Notifier, run_notifier
 from wadaemon.whatsapp.transport import Licence, Transport
 
@@ -86,6 +87,9 @@ ACCOUNTS_STOP_S = 12.0
 #: are cancelled after them.
 DRAINED_FIRST = ("recent-sync", "auto-backfill", "ownership", "accounts")
 ABANDON_GRACE_S = 3.0
+#: How long a graceful stop of one account waits for its pipeline to commit what the socket
+#: handed over (``Daemon._drain``), inside ownership's shutdown bound.
+DRAIN_S = 5.0
 
 
 class Daemon:
@@ -207,6 +211,9 @@ class Daemon:
             self._accounts_changed()
 
     async def stop_account(self, account_id: str) -> None:
+        runtime = self.accounts.get(account_id)
+        if runtime is not None:
+            await self._drain(account_id, runtime)
         with contextlib.suppress(KeyError):
             await self.account_tree.stop_child(f"account:{account_id}")
         runtime = self.accounts.pop(account_id, None)
@@ -215,6 +222,22 @@ class Daemon:
             runtime.close()
         self.board.forget(account_id)
         self._accounts_changed()
+
+    async def _drain(self, account_id: str, runtime: AccountRuntime) -> None:
+        """A graceful stop (a hand-over, a shutdown) under a lease still held: the socket
+        first, then the pipeline commits what the socket had handed over, and only then is the
+        subtree cancelled. Cancelling at once would leave the last events received in the
+        journal, for the next owner to recover from the phone (recent-sync), or never, if this
+        instance never runs the account again. Bounded by ``DRAIN_S`` (a slow store leaves the
+        rest journaled); a lost lease skips it (its writes would be refused anyway)."""
+        try:
+            self.runner.check_fence(account_id)
+        except LeaseLost:
+            return
+        with trio.move_on_after(DRAIN_S):
+            with contextlib.suppress(KeyError):
+                await runtime.supervisor.stop_child("socket")
+            await runtime.wait_drained()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled, ``stop()``, SIGTERM or SIGINT (see the module docstring)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from msgspec.structs import replace
 
@@ -55,7 +56,7 @@ def test_pinned_instance_takes_only_its_accounts_and_others_leave_them() -> None
 def test_free_account_goes_to_its_preferred_instance_then_to_anyone_after_grace() -> None:
     a, b = peer("a"), peer("b")
     account = next(x for x in ACCOUNTS if preferred(x, [a, b]) == "b")
-    args = {"accounts": [account], "leases": {}, "held": [], "wall_ms": WALL, "timing": TIMING}
+    args: dict[str, Any] = {"accounts": [account], "leases": {}, "held": [], "wall_ms": WALL, "timing": TIMING}
     assert plan(me=b, peers=[a], free_for_ms={}, **args).take == [account]
     assert plan(me=a, peers=[b], free_for_ms={account: 0}, **args).take == []
     assert plan(me=a, peers=[b], free_for_ms={account: TIMING.orphan_grace_ms}, **args).take == [account]
@@ -76,7 +77,7 @@ def test_hand_over_only_to_a_settled_instance() -> None:
     a = peer("a")
     mine = [x for x in ACCOUNTS if preferred(x, [a, peer("b")]) == "b"]
     leases = {x: lease(x, "a") for x in ACCOUNTS}
-    args = {"accounts": ACCOUNTS, "leases": leases, "held": ACCOUNTS, "free_for_ms": {}, "wall_ms": WALL,
+    args: dict[str, Any] = {"accounts": ACCOUNTS, "leases": leases, "held": ACCOUNTS, "free_for_ms": {}, "wall_ms": WALL,
             "timing": TIMING}
     assert plan(me=a, peers=[peer("b", settled=False)], **args).hand_over == []
     assert plan(me=a, peers=[peer("b")], **args).hand_over == sorted(mine)

@@ -8,9 +8,10 @@ import json
 import threading
 from dataclasses import dataclass
 from email.message import Message
-from typing import Any
+from typing import Any, cast
 
 from wadaemon.domain import AccountDoc
+from wadaemon.store.contract import Store
 
 #: Upper bound for a simulated hang, so a broken test cannot wedge the run.
 HANG_LIMIT_S = 30.0
@@ -35,6 +36,11 @@ class FakeStore:
         self.release = threading.Event()
         self._lock = threading.Lock()
         self.calls: list[str] = []
+
+    def as_store(self) -> Store:
+        """This fake where a ``Store`` is expected. It has only the calls the probes make, so a
+        code path calling anything else fails with an AttributeError, which the test reports."""
+        return cast(Store, self)
 
     def _record(self, call: str, hang: bool) -> None:
         with self._lock:

@@ -86,7 +86,7 @@ def api(serve: Serve, sqlite_store: SqliteStore, board: DaemonStatus) -> Any:
         options: dict[str, Any] = {"store": sqlite_store, "control": control,
                                    "auth": AuthConfig(api_token=API, admin_token=ADMIN)}
         options.update(overrides)
-        server = serve(**options)
+        server: Any = serve(**options)  # carries its FakeControl along for the tests
         server.fake_control = control
         return server
 
@@ -408,7 +408,7 @@ def test_the_api_gateway_queues_busy_calls_within_the_budget_and_still_fails_hun
     from wadaemon.http.store_access import StoreCallFailed, StoreGateway
 
     release = threading.Event()
-    gateway = StoreGateway(FakeStore(), timeout=5.0, max_in_flight=1, queue=True)
+    gateway = StoreGateway(FakeStore().as_store(), timeout=5.0, max_in_flight=1, queue=True)
 
     def busy(_: Any) -> str:
         assert release.wait(10)

@@ -62,7 +62,7 @@ async def test_handler_acts_inside_trio_through_the_bridge(board: DaemonStatus) 
         status = await bridge.call(enqueue, request.match_info["account_id"])
         return web.json_response({"success": True}, status=status)
 
-    server = HttpServer("127.0.0.1", 0, board, FakeStore(), ActionBridge.current(),
+    server = HttpServer("127.0.0.1", 0, board, FakeStore().as_store(), ActionBridge.current(),
                         extra_routes=routes)
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_http, server)
@@ -91,7 +91,7 @@ def test_bridge_to_a_finished_run_is_503_unavailable(board: DaemonStatus) -> Non
         await bridge.call(never_runs)
         return web.json_response({})
 
-    server = HttpServer("127.0.0.1", 0, board, FakeStore(), bridge, extra_routes=routes)
+    server = HttpServer("127.0.0.1", 0, board, FakeStore().as_store(), bridge, extra_routes=routes)
     server.start()
     try:
         reply = fetch(server.port, "/test/act", "POST")

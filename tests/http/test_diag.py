@@ -101,7 +101,7 @@ def test_latest_realtime_newest_first_at_most_three(serve: Serve, board: DaemonS
         "b": realtime_doc(at(5), at(4)),
         "c": realtime_doc(None, None, "decrypt failed"),  # never ingested: last
         "d": realtime_doc(at(3), None, "store write failed"),
-        "e": AccountDoc(state="open"),  # no realtime fields: not listed
+        "e": AccountDoc(state="connected"),  # no realtime fields: not listed
         "f": None,  # no account document
     })
     for account_id in "abcdef":

@@ -21,7 +21,7 @@ SECRET = "Bearer sk-live-SECRET-TOKEN-1234"
 def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             chunk = sock.recv(65536)
             if not chunk:

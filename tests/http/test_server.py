@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
 
 import pytest
 import trio
@@ -47,7 +48,7 @@ def wait_until_refused(port: int, limit_s: float = 5.0) -> bool:
 
 
 def test_port_zero_reports_the_bound_port(board: DaemonStatus, fake_store: FakeStore) -> None:
-    server = HttpServer("127.0.0.1", 0, board, fake_store)
+    server = HttpServer("127.0.0.1", 0, board, fake_store.as_store())
     port = server.start()
     try:
         assert port == server.port > 0
@@ -63,7 +64,7 @@ def test_start_raises_when_the_port_is_taken(board: DaemonStatus, fake_store: Fa
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        server = HttpServer("127.0.0.1", taken.getsockname()[1], board, fake_store)
+        server = HttpServer("127.0.0.1", taken.getsockname()[1], board, fake_store.as_store())
 
         with pytest.raises(OSError):
             server.start()
@@ -77,7 +78,7 @@ def test_start_raises_when_the_port_is_taken(board: DaemonStatus, fake_store: Fa
 def test_start_twice_is_refused_and_restart_after_stop_works(
     board: DaemonStatus, fake_store: FakeStore
 ) -> None:
-    server = HttpServer("127.0.0.1", 0, board, fake_store)
+    server = HttpServer("127.0.0.1", 0, board, fake_store.as_store())
     server.start()
     try:
         with pytest.raises(RuntimeError):
@@ -97,7 +98,7 @@ def test_stop_closes_the_listener_and_finishes_in_flight_requests(
 ) -> None:
     store = FakeStore()
     store.hang_ping = True
-    server = HttpServer("127.0.0.1", 0, board, store, store_timeout=10.0)
+    server = HttpServer("127.0.0.1", 0, board, store.as_store(), store_timeout=10.0)
     port = server.start()
     try:
         in_flight: Future[Reply] = pool.submit(fetch, port, "/health", timeout=10.0)
@@ -107,7 +108,8 @@ def test_stop_closes_the_listener_and_finishes_in_flight_requests(
         assert wait_until_refused(port)  # no new connections ...
         # ... while stop keeps waiting for the request, longer than the cancel grace that
         # would cut it off if stop did not wait for in-flight requests itself.
-        pending = wait([in_flight, stopping], timeout=_CANCEL_GRACE * 2).not_done
+        both: list[Future[Any]] = [in_flight, stopping]
+        pending = wait(both, timeout=_CANCEL_GRACE * 2).not_done
         assert pending == {in_flight, stopping}
         store.release.set()
 
@@ -134,7 +136,7 @@ def test_stop_cancels_requests_still_running_after_the_grace(
             raise
         raise AssertionError("unreachable")
 
-    server = HttpServer("127.0.0.1", 0, board, fake_store, extra_routes=routes)
+    server = HttpServer("127.0.0.1", 0, board, fake_store.as_store(), extra_routes=routes)
     port = server.start()
     in_flight: Future[Reply] = pool.submit(fetch, port, "/test/forever", timeout=10.0)
     assert entered.wait(5.0)
@@ -152,7 +154,7 @@ def test_stop_cancels_requests_still_running_after_the_grace(
 async def test_serve_http_answers_while_trio_is_blocked_and_stops_on_cancel(
     board: DaemonStatus, fake_store: FakeStore
 ) -> None:
-    server = HttpServer("127.0.0.1", 0, board, fake_store)
+    server = HttpServer("127.0.0.1", 0, board, fake_store.as_store())
     board.set_mode("active")
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_http, server)
@@ -171,7 +173,7 @@ async def test_serve_http_stops_the_server_when_cancelled_during_shutdown_of_par
 ) -> None:
     """Cancellation reaching serve_http from outside (a supervisor's scope) still releases
     the port before serve_http returns."""
-    server = HttpServer("127.0.0.1", 0, board, fake_store)
+    server = HttpServer("127.0.0.1", 0, board, fake_store.as_store())
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_http, server)
@@ -184,7 +186,7 @@ async def test_serve_http_stops_the_server_when_cancelled_during_shutdown_of_par
 async def test_serve_http_raises_when_the_server_thread_ends_on_its_own(
     board: DaemonStatus, fake_store: FakeStore
 ) -> None:
-    server = HttpServer("127.0.0.1", 0, board, fake_store)
+    server = HttpServer("127.0.0.1", 0, board, fake_store.as_store())
     with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="ended unexpectedly")):
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_http, server)
@@ -193,7 +195,7 @@ async def test_serve_http_raises_when_the_server_thread_ends_on_its_own(
 
 
 def test_server_thread_is_a_daemon_thread(board: DaemonStatus, fake_store: FakeStore) -> None:
-    server = HttpServer("127.0.0.1", 0, board, fake_store)
+    server = HttpServer("127.0.0.1", 0, board, fake_store.as_store())
     server.start()
     try:
         [thread] = [t for t in threading.enumerate() if t.name == "wadaemon-http"]

@@ -310,8 +310,10 @@ def _dedupe(docs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str,
                 continue
         by_key[primary] = (doc_id, data)
         by_key.setdefault(fallback, (doc_id, data))
-    seen: set[str] = set()
-    return [item for item in by_key.values() if not (item[0] in seen or seen.add(item[0]))]
+    first_by_doc: dict[str, tuple[str, dict[str, Any]]] = {}
+    for item in by_key.values():
+        first_by_doc.setdefault(item[0], item)
+    return list(first_by_doc.values())
 
 
 def chat(client: Any, thread_id: str) -> list[ChatMessage]:

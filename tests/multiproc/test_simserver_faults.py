@@ -109,7 +109,7 @@ def test_bad_call_gets_an_error_reply_and_the_connection_stays(
         sock.sendall(W.encode(W.Call(2, "teleport", {})))
         sock.sendall(W.encode(W.Call(3, "resolve_lid", {"lid": "1@lid"})))
         sock.sendall(W.encode(W.Call(4, "group_info", {"group": "120363999999999999@g.us"})))
-        replies = {}
+        replies: dict[int, W.Reply] = {}
         while len(replies) < 4:
             frame = read_frame(sock)
             if isinstance(frame, W.Event):

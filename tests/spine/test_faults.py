@@ -81,7 +81,7 @@ async def test_store_outage_mid_ingest_loses_and_duplicates_nothing(store: Store
 
     flaky = FlakyStore(store, failures=25)
     phone = SimPhone(ACCOUNT, seed=21, chats=12, history_messages=900, chunk_size=100)
-    async with running(settings_for(tmp_path / "flaky"), flaky, {ACCOUNT: phone}) as daemon:  # type: ignore[arg-type]
+    async with running(settings_for(tmp_path / "flaky"), flaky, {ACCOUNT: phone}) as daemon:
         await settle(daemon, [phone])
         traffic(phone)
         await settle(daemon, [phone])

@@ -91,7 +91,7 @@ async def test_demo_report_survives_a_store_outage(tmp_path: Path, capsys: pytes
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("wadaemon.demo.REPORT_EVERY_S", 0.0)
     store = DownStore(SqliteStore(tmp_path / "s.sqlite"))
-    daemon = Daemon(settings_for(tmp_path / "data"), store, ["acct"],  # type: ignore[arg-type]
+    daemon = Daemon(settings_for(tmp_path / "data"), store, ["acct"],
                     lambda a, _: SimPhone(a), serve=False)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_report, daemon)  # before the fix: StoreUnavailable ends the test here

@@ -45,7 +45,7 @@ class GatedStore:
 async def test_a_live_message_is_not_written_after_the_whole_history(tmp_path: Path, sqlite_store: Store) -> None:
     store = GatedStore(sqlite_store)
     phone = SimPhone(ACCOUNT, seed=7, chats=8, history_messages=400, chunk_size=50)  # 8 chunks
-    async with running(settings_for(tmp_path / "data"), store, {ACCOUNT: phone}) as daemon:  # type: ignore[arg-type]
+    async with running(settings_for(tmp_path / "data"), store, {ACCOUNT: phone}) as daemon:
         assert await trio.to_thread.run_sync(store.holding.wait, 30.0)
         assert await trio.to_thread.run_sync(phone.wait_idle, 30.0)  # every chunk journaled
         phone.emit_inbound(0, "live while history is written")

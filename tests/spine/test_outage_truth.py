@@ -43,7 +43,7 @@ class HangingStore:
 async def test_backlog_is_live_and_a_silent_store_shows_in_last_error(tmp_path: Path, sqlite_store: Store) -> None:
     store = HangingStore(sqlite_store)
     phone = SimPhone(ACCOUNT, seed=2, chats=4, history_messages=40, chunk_size=20)
-    async with running(settings_for(tmp_path / "data"), store, {ACCOUNT: phone}) as daemon:  # type: ignore[arg-type]
+    async with running(settings_for(tmp_path / "data"), store, {ACCOUNT: phone}) as daemon:
         await settle(daemon, [phone])
         store.hang.set()
         phone.emit_inbound(0, "first")

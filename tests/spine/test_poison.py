@@ -54,7 +54,7 @@ async def test_poison_message_is_set_aside_and_the_rest_flows(store: Store, tmp_
     poisoned = PoisonStore(store)
     settings = settings_for(tmp_path / "data")
     phone = SimPhone(ACCOUNT, seed=3, chats=6, history_messages=200, chunk_size=50)
-    async with running(settings, poisoned, {ACCOUNT: phone}) as daemon:  # type: ignore[arg-type]
+    async with running(settings, poisoned, {ACCOUNT: phone}) as daemon:
         await settle(daemon, [phone])
         before = [phone.emit_inbound(n % 6, f"before {n}") for n in range(5)]
         bad = phone.emit_inbound(0, POISON)
@@ -78,8 +78,8 @@ async def test_poison_message_is_set_aside_and_the_rest_flows(store: Store, tmp_
     journal = Journal(settings.data_dir / "journal" / f"{ACCOUNT}.sqlite", max_backlog=1000)
     assert journal.restore_dead_letters() == 1
     journal.close()
-    status, _ = await drain(settings, poisoned, ACCOUNT, ReplayTransport(ACCOUNT, None))  # type: ignore[arg-type]
-    assert status.dead_letters == 0
+    replayed, _ = await drain(settings, poisoned, ACCOUNT, ReplayTransport(ACCOUNT, None))
+    assert replayed is not None and replayed.dead_letters == 0
     assert messages(store)[bad] == POISON
 
 
@@ -110,7 +110,7 @@ async def test_a_store_wide_error_is_not_turned_into_dead_letters(tmp_path: Path
 
     broken = Broken()
     phone = SimPhone(ACCOUNT, seed=5, chats=4, history_messages=60, chunk_size=30)
-    async with running(settings_for(tmp_path / "data"), broken, {ACCOUNT: phone}) as daemon:  # type: ignore[arg-type]
+    async with running(settings_for(tmp_path / "data"), broken, {ACCOUNT: phone}) as daemon:
         status = daemon.board.account(ACCOUNT)
         assert await trio.to_thread.run_sync(broken.many_calls.wait, 60.0)
         assert status.pipeline_restarts >= 2

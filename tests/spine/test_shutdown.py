@@ -21,7 +21,7 @@ import trio.testing
 
 from tests.firestore_emulator import FirestoreEmulator
 from tests.http.fakes import Reply, fetch
-from tests.spine.harness import settings_for, settle
+from tests.spine.harness import dump, running, settings_for, settle
 from wadaemon.daemon import Daemon, fixed_transports
 from wadaemon.domain import AccountDoc
 from wadaemon.store.contract import Store, StoreUnavailable
@@ -93,6 +93,45 @@ async def test_abandon_ends_calls_in_flight_and_refuses_new_ones(tmp_path: Path)
         await runner.read(lambda: "never runs")
 
 
+class GatedStore:
+    """A real store whose message writes wait at a gate the test opens."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def upsert_messages(self, docs: Any) -> Any:
+        self.waiting.set()
+        self.gate.wait(30)
+        return self._inner.upsert_messages(docs)
+
+
+async def test_a_graceful_stop_commits_everything_the_socket_handed_over(tmp_path: Path) -> None:
+    """Stopping an account under a lease still held (a hand-over, SIGTERM) stops the socket,
+    then commits what it had journaled, then the subtree: nothing is left in the journal for
+    the next owner to recover from the phone. (Before, the subtree was cancelled at once and
+    the events not yet read from the journal stayed there.)"""
+    store = GatedStore(SqliteStore(tmp_path / "s.sqlite"))
+    phone = SimPhone(ACCOUNT, seed=5, chats=6, history_messages=300, chunk_size=25)
+    async with running(settings_for(tmp_path / "data"), store, {ACCOUNT: phone}) as daemon:  # type: ignore[arg-type]
+        await trio.to_thread.run_sync(store.waiting.wait, 30)
+        assert await trio.to_thread.run_sync(phone.wait_idle, 30.0)  # everything is journaled
+        runtime = daemon.accounts[ACCOUNT]
+        assert runtime.journal.backlog() > 1  # the first chunk waits at the gate, the rest unread
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(daemon.stop_account, ACCOUNT)
+            await trio.testing.wait_all_tasks_blocked()
+            store.gate.set()
+        assert daemon._left[ACCOUNT] == 0
+    stored = {doc.id for _, docs in dump(store._inner, ACCOUNT).values() for doc in docs}
+    assert stored == {mid for _, mid, _, _, origin in phone.holdings() if origin == "pairing"}
+    store._inner.close()
+
+
 def ready(port: int) -> Reply | None:
     try:
         return fetch(port, "/ready", timeout=2.0)
@@ -104,7 +143,7 @@ async def test_ready_answers_503_through_the_drain_and_the_listener_closes_last(
     port = free_port()
     store = HeldStore(SqliteStore(tmp_path / "store.sqlite"))
     phone = SimPhone(ACCOUNT, seed=3, chats=4, history_messages=60, chunk_size=30)
-    daemon = Daemon(settings_for(tmp_path / "data", PORT=str(port)), store, [ACCOUNT],  # type: ignore[arg-type]
+    daemon = Daemon(settings_for(tmp_path / "data", PORT=str(port)), store, [ACCOUNT],
                     fixed_transports({ACCOUNT: phone}))
     try:
         async with trio.open_nursery() as nursery:

@@ -248,7 +248,12 @@ def test_1200_new_messages_take_three_create_commits_and_no_read(firestore_store
     store = FirestoreStore(counting)
     reads: list[int] = []
     get_all = counting._client.get_all
-    counting.get_all = lambda refs, **kw: (reads.append(len(refs)), get_all(refs, **kw))[1]  # type: ignore[attr-defined]
+
+    def counted_get_all(refs: list[Any], **kw: Any) -> Any:
+        reads.append(len(refs))
+        return get_all(refs, **kw)
+
+    counting.get_all = counted_get_all  # type: ignore[attr-defined]
     docs = [message(f"M{i:04d}", ts_ms=T0 + i) for i in range(1200)]
     result = store.upsert_messages(docs)
     assert (result.written, result.unchanged, result.commits) == (1200, 0, 3)

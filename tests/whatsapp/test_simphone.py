@@ -211,7 +211,7 @@ def test_on_demand_walks_back_to_the_start_of_the_archive() -> None:
     phone = SimPhone(ACC, 4, chats=2, history_messages=10, archive_depth=70)
     chat = phone.chats[0]
     anchor = phone.message_at(chat, phone.history_range(chat).start).ts_ms
-    fetched = []
+    fetched: list[MessageEvent] = []
     while True:
         (event,) = translate(ACC, phone.on_demand_answer(chat.jid, anchor, 50))
         assert isinstance(event, HistoryChunkEvent)

@@ -23,6 +23,7 @@ from wadaemon.domain import (
     PairingEvent,
     ReactionEvent,
     ReceiptEvent,
+    ReceiptKind,
     RejectedEvent,
     RevokeEvent,
     WhatsAppEvent,
@@ -232,7 +233,7 @@ def test_reaction_and_removal_prefer_phone_number_sender() -> None:
     ("PLAYED_SELF", True, "played"),
     ("SERVER_ERROR", True, "played"),  # neonize 0.5.2's played-self
 ])
-def test_receipt_kinds(kind: str, from_me: bool, expected: str) -> None:
+def test_receipt_kinds(kind: str, from_me: bool, expected: ReceiptKind) -> None:
     event = one(P.receipt_event(chat=LID, sender="123456789012345:4@lid", sender_alt=PN,
                                 message_ids=["3A1", "3A2", "3A3"], kind=kind, ts_s=1_735_000_000,
                                 from_me=from_me, recipient_alt=PN))
