@@ -193,10 +193,12 @@ class _Changes:
         self.threads = 0
         self.per_thread: dict[str, int] = {}
 
-    def committed(self, threads: set[str], messages: set[str]) -> None:
-        if threads:
+    def committed(self, touched: set[str], thread_docs: bool) -> None:
+        """``touched``: the threads whose document or messages the commit wrote;
+        ``thread_docs``: whether it wrote any thread document."""
+        if thread_docs:
             self.threads += 1
-        for thread_id in threads | messages:
+        for thread_id in touched:
             self.per_thread[thread_id] = self.per_thread.get(thread_id, 0) + 1
 
 
@@ -210,8 +212,8 @@ class _Writer:
         self._conn = conn
         self._max = max_writes
         self._changes = changes
-        self._threads: set[str] = set()
-        self._messages: set[str] = set()
+        self._touched: set[str] = set()
+        self._thread_docs = False
         self._pending = 0
         self.writes = 0
         self.commits = 0
@@ -229,12 +231,12 @@ class _Writer:
         if self._pending:
             self.commits += 1
         self._pending = 0
-        self._changes.committed(self._threads, self._messages)
-        self._threads, self._messages = set(), set()
+        self._changes.committed(self._touched, self._thread_docs)
+        self._touched, self._thread_docs = set(), False
 
     # -- document writes -----------------------------------------------------------------------
     def put_message(self, doc: MessageDoc) -> None:
-        self._messages.add(doc.thread_id)
+        self._touched.add(doc.thread_id)
         self.execute(
             "INSERT INTO messages (thread_id, id, ts_client_ms, doc) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (thread_id, id) DO UPDATE SET ts_client_ms = excluded.ts_client_ms, doc = excluded.doc",
@@ -242,14 +244,15 @@ class _Writer:
         )
 
     def delete_message(self, thread_id: str, message_id: str) -> None:
-        self._messages.add(thread_id)
+        self._touched.add(thread_id)
         self.execute(
             "DELETE FROM messages WHERE thread_id = ? AND id = ?",
             (escape_doc_id(thread_id), escape_doc_id(message_id)),
         )
 
     def put_thread(self, doc: ThreadDoc) -> None:
-        self._threads.add(thread_id_for(doc.account_id, doc.client_jid))
+        self._touched.add(thread_id_for(doc.account_id, doc.client_jid))
+        self._thread_docs = True
         self.execute(
             "INSERT INTO threads (id, account_id, last_message_at_ms, doc) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, "
@@ -263,7 +266,8 @@ class _Writer:
         )
 
     def delete_thread(self, thread_id: str) -> None:
-        self._threads.add(thread_id)
+        self._touched.add(thread_id)
+        self._thread_docs = True
         self.execute("DELETE FROM threads WHERE id = ?", (escape_doc_id(thread_id),))
 
     def put_account_fields(self, account_id: str, fields: dict[str, Any]) -> None:
